@@ -1,0 +1,136 @@
+"""The corpus, the character tokenizer, the train/val split and the random batches.
+
+Shape key: B batch, T time (block_size), N characters in a split.
+"""
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from .config import UserError
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_CORPUS = Path("data") / "tinyshakespeare.txt"
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def download_tinyshakespeare(path, url=TINYSHAKESPEARE_URL):
+    """Fetch tinyshakespeare from the char-rnn repository, check its sha256, then move it into place."""
+    path = Path(path)
+    print(f"downloading tinyshakespeare from {url} to {path}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+    except OSError as e:
+        raise UserError(f"could not download tinyshakespeare from {url} ({e}); "
+                        f"download it by hand to {path}, or pass --data PATH") from None
+    if sha256_of(data) != TINYSHAKESPEARE_SHA256:
+        raise UserError(f"the download from {url} has sha256 {sha256_of(data)}, expected "
+                        f"{TINYSHAKESPEARE_SHA256}; nothing was saved. Try again, or pass --data PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def load_text(path=None):
+    """Read the training text.
+
+    path=None means tinyshakespeare at data/tinyshakespeare.txt: downloaded when missing, and its sha256
+    checked every time. Any other path must be an existing UTF-8 text file.
+    """
+    if path is None:
+        path = DEFAULT_CORPUS
+        if not path.exists():
+            download_tinyshakespeare(path)
+        data = path.read_bytes()
+        if sha256_of(data) != TINYSHAKESPEARE_SHA256:
+            raise UserError(f"{path} has sha256 {sha256_of(data)}, expected {TINYSHAKESPEARE_SHA256} "
+                            f"(tinyshakespeare); delete it to download it again, or pass --data {path}")
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"data file not found: {path}; pass --data with an existing UTF-8 text file")
+        data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); "
+                        f"convert it to UTF-8 or pick another --data file") from None
+
+
+class CharTokenizer:
+    """Characters to integers and back. The vocabulary is the sorted set of the text's characters."""
+
+    def __init__(self, chars):
+        self.chars = "".join(chars)   # the vocabulary, in id order
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        if len(self.stoi) != len(self.chars):
+            raise UserError("vocabulary has repeated characters")
+
+    @classmethod
+    def from_text(cls, text):
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self):
+        return len(self.chars)
+
+    def encode(self, text):
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            raise UserError(f"{len(unknown)} character(s) not in the model's {self.vocab_size}-character "
+                            f"vocabulary: {shown}; remove or replace them")
+        return np.array([self.stoi[c] for c in text], dtype=np.int64)
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+
+def split_train_val(ids, block_size):
+    """The first 90% of the characters train, the last 10% validate. Each split must hold a full example."""
+    n = int(0.9 * len(ids))
+    train, val = ids[:n], ids[n:]
+    for name, split in (("train", train), ("val", val)):
+        if len(split) < block_size + 1:
+            raise UserError(f"the {name} split has {len(split)} characters, fewer than block_size+1 = "
+                            f"{block_size + 1}; use a longer text (at least {10 * (block_size + 1) + 10} "
+                            f"characters) or a smaller --block-size")
+    return train, val
+
+
+def get_batch(ids, batch_size, block_size, rng):
+    """Draw B random windows of T+1 characters: x is each window's first T, y the same shifted by one.
+
+    ids (N,) ints; rng a numpy.random.Generator -> x (B, T), y (B, T) int64
+    """
+    windows = np.lib.stride_tricks.sliding_window_view(ids, block_size + 1)   # (N-T, T+1), no copy
+    start = rng.integers(0, len(windows), size=batch_size)                  # (B,)
+    batch = windows[start]                                                  # (B, T+1) copy
+    return batch[:, :-1], batch[:, 1:]
+
+
+def batch_rng(seed, step, micro_batch=0):
+    """The generator for one micro-batch of one optimizer step.
+
+    Seeding by (seed, step, micro-batch) makes the data position just the step number: a resumed run
+    draws exactly the batches it would have drawn. Under torchrun, rank r with --grad-accum K draws
+    micro-batches r*K .. r*K+K-1, so every rank has its own stream, and one process with
+    --grad-accum W*K sees exactly the examples that W ranks with --grad-accum K see.
+    """
+    return np.random.default_rng([seed, step, micro_batch])
+
+
+def eval_batches(ids, n_batches, batch_size, block_size, seed):
+    """Fixed batches for measuring loss: the same ones at every evaluation, and in every backend."""
+    rng = np.random.default_rng([seed, 0xE7A1])
+    return [get_batch(ids, batch_size, block_size, rng) for _ in range(n_batches)]

@@ -1,0 +1,179 @@
+"""The GPT in NumPy: parameters, the forward pass, its backward in reverse, and one-position decoding.
+
+Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab, L layers.
+
+Parameters live in a plain dict whose keys are torch_gpt's state_dict() names, in the same order,
+with Linear weights stored (out, in). One weights file therefore loads into either backend.
+"""
+import math
+
+import numpy as np
+
+from .layers import (attention_forward, attention_backward, cross_entropy_forward, cross_entropy_backward,
+                     embedding_forward, embedding_backward, gelu_forward, gelu_backward, layernorm_forward,
+                     layernorm_backward, linear_forward, linear_backward, residual_forward, residual_backward,
+                     softmax, split_heads)
+
+
+def param_shapes(config):
+    """name -> shape, in torch_gpt's state_dict() order."""
+    V, T, C = config.vocab_size, config.block_size, config.n_embd
+    shapes = {"wte.weight": (V, C), "wpe.weight": (T, C)}
+    for l in range(config.n_layer):
+        p = f"h.{l}."
+        shapes.update({
+            p + "ln_1.weight": (C,), p + "ln_1.bias": (C,),
+            p + "attn.c_attn.weight": (3 * C, C), p + "attn.c_attn.bias": (3 * C,),
+            p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
+            p + "ln_2.weight": (C,), p + "ln_2.bias": (C,),
+            p + "mlp.c_fc.weight": (4 * C, C), p + "mlp.c_fc.bias": (4 * C,),
+            p + "mlp.c_proj.weight": (C, 4 * C), p + "mlp.c_proj.bias": (C,),
+        })
+    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,), "lm_head.weight": (V, C)})
+    return shapes
+
+
+def init_params(config, seed=0, dtype=np.float32):
+    """GPT-2 initialization: weights N(0, 0.02), the two residual-output projections N(0, 0.02/sqrt(2L))
+    (so the residual stream's variance does not grow with depth), biases 0, LayerNorm weights 1."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if len(shape) == 2:
+            std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else 0.02
+            params[name] = (std * rng.standard_normal(shape)).astype(dtype)
+        elif name.endswith(".weight"):      # the only 1-D weights are LayerNorm's
+            params[name] = np.ones(shape, dtype=dtype)
+        else:                               # biases
+            params[name] = np.zeros(shape, dtype=dtype)
+    return params
+
+
+def num_params(params):
+    return sum(p.size for p in params.values())
+
+
+def gpt_forward(params, config, idx, targets=None):
+    """idx (B, T) ints, targets (B, T) ints or None -> (logits, loss, acts, cache).
+
+    logits (B, T, V); loss a scalar, or None without targets.
+    acts:  every named activation, the names torch_gpt uses too (parity compares them one by one).
+    cache: each layer's cache, by layer name, for gpt_backward.
+    """
+    acts, cache = {}, {}
+    x, cache["embed"] = embedding_forward(idx, params["wte.weight"], params["wpe.weight"])   # (B, T, C)
+    acts["embed"] = x
+    for l in range(config.n_layer):
+        p = f"h.{l}."
+        # x = x + attn(ln_1(x))
+        h, cache[p + "ln_1"] = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
+        qkv, cache[p + "attn.c_attn"] = linear_forward(h, params[p + "attn.c_attn.weight"],
+                                                       params[p + "attn.c_attn.bias"])          # (B, T, 3C)
+        y, cache[p + "attn"] = attention_forward(qkv, config.n_head)                           # (B, T, C)
+        a, cache[p + "attn.c_proj"] = linear_forward(y, params[p + "attn.c_proj.weight"],
+                                                     params[p + "attn.c_proj.bias"])            # (B, T, C)
+        q, k, v, att, _ = cache[p + "attn"]
+        acts.update({p + "ln_1": h, p + "attn.q": q, p + "attn.k": k, p + "attn.v": v,
+                     p + "attn.att": att, p + "attn.y": y, p + "attn.c_proj": a})
+        x, _ = residual_forward(x, a)
+        acts[p + "res_attn"] = x
+        # x = x + mlp(ln_2(x))
+        h, cache[p + "ln_2"] = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
+        f, cache[p + "mlp.c_fc"] = linear_forward(h, params[p + "mlp.c_fc.weight"],
+                                                  params[p + "mlp.c_fc.bias"])                  # (B, T, 4C)
+        g, cache[p + "mlp.gelu"] = gelu_forward(f)                                             # (B, T, 4C)
+        m, cache[p + "mlp.c_proj"] = linear_forward(g, params[p + "mlp.c_proj.weight"],
+                                                    params[p + "mlp.c_proj.bias"])              # (B, T, C)
+        acts.update({p + "ln_2": h, p + "mlp.c_fc": f, p + "mlp.gelu": g, p + "mlp.c_proj": m})
+        x, _ = residual_forward(x, m)
+        acts[p + "res_mlp"] = x
+    h, cache["ln_f"] = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])        # (B, T, C)
+    logits, cache["lm_head"] = linear_forward(h, params["lm_head.weight"])                     # (B, T, V)
+    acts.update({"ln_f": h, "logits": logits})
+    loss = None
+    if targets is not None:
+        loss, cache["loss"] = cross_entropy_forward(logits, targets)
+        acts["loss"] = loss
+    return logits, loss, acts, cache
+
+
+def gpt_backward(params, config, cache):
+    """The forward in reverse, seeded with dloss = 1 (cross_entropy_backward divides by B*T).
+
+    -> grads: parameter name -> gradient, same keys, order and shapes as params.
+    """
+    grads = {}
+    dlogits = cross_entropy_backward(1.0, cache["loss"])                                         # (B, T, V)
+    dx, grads["lm_head.weight"], _ = linear_backward(dlogits, cache["lm_head"])                  # (B, T, C)
+    dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dx, cache["ln_f"])
+    for l in reversed(range(config.n_layer)):
+        p = f"h.{l}."
+        # forward: x = x + mlp(ln_2(x))
+        dx_skip, dm = residual_backward(dx, None)
+        dg, grads[p + "mlp.c_proj.weight"], grads[p + "mlp.c_proj.bias"] = linear_backward(dm, cache[p + "mlp.c_proj"])
+        df = gelu_backward(dg, cache[p + "mlp.gelu"])                                            # (B, T, 4C)
+        dh, grads[p + "mlp.c_fc.weight"], grads[p + "mlp.c_fc.bias"] = linear_backward(df, cache[p + "mlp.c_fc"])
+        dh, grads[p + "ln_2.weight"], grads[p + "ln_2.bias"] = layernorm_backward(dh, cache[p + "ln_2"])
+        dx = dx_skip + dh                       # the two paths into x meet again
+        # forward: x = x + attn(ln_1(x))
+        dx_skip, da = residual_backward(dx, None)
+        dy, grads[p + "attn.c_proj.weight"], grads[p + "attn.c_proj.bias"] = linear_backward(da, cache[p + "attn.c_proj"])
+        dqkv = attention_backward(dy, cache[p + "attn"])                                          # (B, T, 3C)
+        dh, grads[p + "attn.c_attn.weight"], grads[p + "attn.c_attn.bias"] = linear_backward(dqkv, cache[p + "attn.c_attn"])
+        dh, grads[p + "ln_1.weight"], grads[p + "ln_1.bias"] = layernorm_backward(dh, cache[p + "ln_1"])
+        dx = dx_skip + dh
+    grads["wte.weight"], grads["wpe.weight"] = embedding_backward(dx, cache["embed"])
+    return {name: grads[name] for name in params}
+
+
+# ------------------------------------------------------------------------------------------------
+# generation: the forward for one new position, with the keys and values of earlier ones cached
+
+
+def new_kv_cache(params, config, batch_size):
+    """Room for the keys and values of every layer at every position: (L, 2, B, H, block_size, D)."""
+    H, D = config.n_head, config.n_embd // config.n_head
+    dtype = params["wte.weight"].dtype
+    return np.zeros((config.n_layer, 2, batch_size, H, config.block_size, D), dtype=dtype)
+
+
+def gpt_prefill(params, config, idx, kv):
+    """Run the whole forward over idx (B, T), keep its keys and values in kv -> logits (B, V) of the
+    last position. The next new position is T."""
+    logits, _, acts, _ = gpt_forward(params, config, idx)
+    T = idx.shape[1]
+    for l in range(config.n_layer):
+        kv[l, 0, :, :, :T] = acts[f"h.{l}.attn.k"]     # (B, H, T, D)
+        kv[l, 1, :, :, :T] = acts[f"h.{l}.attn.v"]
+    return logits[:, -1]
+
+
+def gpt_decode(params, config, token, pos, kv):
+    """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V).
+
+    The same layers as gpt_forward for T = 1. The one new query attends to every cached position,
+    so there is nothing to mask.
+    """
+    C, H = config.n_embd, config.n_head
+    scale = 1.0 / math.sqrt(C // H)
+    x = (params["wte.weight"][token] + params["wpe.weight"][pos])[:, None, :]                  # (B, 1, C)
+    for l in range(config.n_layer):
+        p = f"h.{l}."
+        h, _ = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
+        qkv, _ = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"])   # (B, 1, 3C)
+        q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], H) for i in range(3))            # (B, H, 1, D)
+        kv[l, 0, :, :, pos] = k[:, :, 0]
+        kv[l, 1, :, :, pos] = v[:, :, 0]
+        keys, values = kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1]                      # (B, H, pos+1, D)
+        att = softmax((q @ keys.transpose(0, 1, 3, 2)) * scale)                               # (B, H, 1, pos+1)
+        y = (att @ values).transpose(0, 2, 1, 3).reshape(x.shape)                              # (B, 1, C)
+        a, _ = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"])
+        x = x + a
+        h, _ = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
+        f, _ = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"])  # (B, 1, 4C)
+        g, _ = gelu_forward(f)
+        m, _ = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"])
+        x = x + m
+    h, _ = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])
+    logits, _ = linear_forward(h, params["lm_head.weight"])                                    # (B, 1, V)
+    return logits[:, 0]

@@ -1,0 +1,31 @@
+"""python -m numpy_gpt.sample: write text with the kid from a weights file, in NumPy alone.
+
+The KV cache makes each new character cost one position's forward (numpy_gpt.model.gpt_decode).
+"""
+import numpy as np
+
+from .checkpoint import load_weights
+from .cli import check_sampling_args, run_cli, sampling_parser, stream_samples
+from .data import CharTokenizer
+from .model import gpt_decode, gpt_prefill, new_kv_cache
+
+
+def main(argv=None):
+    args = check_sampling_args(sampling_parser(
+        "python -m numpy_gpt.sample", "Sample text from a trained kid with numpy_gpt.").parse_args(argv))
+    params, config, chars, _ = load_weights(args.checkpoint)
+    params = {name: p.astype(np.float32) for name, p in params.items()}
+    kv = new_kv_cache(params, config, batch_size=1)
+
+    def prefill(ids):
+        return gpt_prefill(params, config, np.array([ids]), kv)[0]
+
+    def decode(token, pos):
+        return gpt_decode(params, config, np.array([token]), pos, kv)[0]
+
+    stream_samples(args, prefill, decode, CharTokenizer(chars), config.block_size, np.random.default_rng(args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,64 @@
+"""Turning logits into text: the one sampling rule and the generation loop, shared by both backends.
+
+Both backends hand their logits to sample_next as float64 NumPy arrays and draw from the same
+numpy.random.Generator, so the same checkpoint, prompt and seed give the same text from either one.
+
+Shape key: V vocab.
+"""
+import numpy as np
+
+
+def sample_next(logits, rng, temperature=1.0, top_k=None, top_p=1.0):
+    """logits (V,) -> the next token id.
+
+    temperature 0 is greedy (argmax, and no random number is drawn). Otherwise the logits are divided
+    by the temperature; top_k keeps the k most likely tokens (ties go to the lower id); top_p keeps the
+    smallest set of most likely tokens whose probability adds up to at least top_p (nucleus sampling,
+    Holtzman et al. 2019, arXiv:1904.09751). One uniform number from rng then picks a token by
+    inverse CDF over the kept probabilities.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return int(np.argmax(logits))
+    order = np.argsort(-logits, kind="stable")          # (V,) most likely first
+    ranked = logits[order] / temperature                # (V,) descending
+    if top_k is not None:
+        ranked = ranked[:top_k]
+    probs = np.exp(ranked - ranked[0])
+    probs /= probs.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1   # first rank where the mass reaches top_p
+        probs = probs[:keep]
+    cdf = np.cumsum(probs)
+    rank = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return int(order[min(rank, len(cdf) - 1)])
+
+
+def generate(prefill, decode, prompt_ids, max_new_tokens, block_size, rng,
+             temperature=1.0, top_k=None, top_p=1.0, use_cache=True):
+    """Yield (token, logits it was drawn from) for max_new_tokens new tokens.
+
+    prefill(ids) runs the model over a window of ids (a list), fills the KV cache and returns the last
+    position's logits (V,); decode(token, pos) runs one new position against the cache.
+    use_cache=False calls prefill on the whole window for every token instead: the full recompute.
+
+    Past block_size: positions are learned only up to block_size, so the window slides. When a new
+    token does not fit, the window restarts at the last 3/4 of block_size tokens, re-primed by one
+    prefill, and caching goes on from there. The model thus always sees between 3/4 of block_size and
+    block_size tokens of context, and a re-prime costs one forward every block_size/4 tokens.
+    """
+    keep = max(1, block_size * 3 // 4)
+    context = list(prompt_ids)
+    start = max(0, len(context) - block_size)           # the window is context[start:]
+    logits = prefill(context[start:])
+    for _ in range(max_new_tokens):
+        token = sample_next(logits, rng, temperature, top_k, top_p)
+        yield token, logits
+        context.append(token)
+        if len(context) - start > block_size:           # the new token does not fit: slide the window
+            start = len(context) - keep
+            logits = prefill(context[start:])
+        elif use_cache:
+            logits = decode(token, len(context) - start - 1)
+        else:
+            logits = prefill(context[start:])

@@ -1,0 +1,162 @@
+"""The GPT in PyTorch: the same model as numpy_gpt, with the same config, parameter names and init.
+
+Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab, L layers.
+
+forward() uses F.scaled_dot_product_attention. Pass acts={} and it takes the explicit path instead:
+a masked softmax you can read, which fills acts with every intermediate activation under the names
+numpy_gpt.gpt_forward uses. tests/test_torch_model.py checks that the two paths agree.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from numpy_gpt.model import init_params
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)   # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, x, acts=None, prefix=""):
+        B, T, C = x.shape
+        H = self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)                    # (B, T, C) each
+        q = q.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
+        k = k.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
+        v = v.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
+        if acts is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)      # (B, H, T, D)
+        else:
+            # the explicit path: scores, causal mask, softmax, weighted sum of the values
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)           # (B, H, T, T)
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            att = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)   # (B, H, T, T)
+            y = att @ v                                                      # (B, H, T, D)
+            acts.update({prefix + "q": q, prefix + "k": k, prefix + "v": v, prefix + "att": att})
+        y = y.transpose(1, 2).reshape(B, T, C)                      # (B, T, C) heads side by side
+        out = self.c_proj(y)                                        # (B, T, C)
+        if acts is not None:
+            acts.update({prefix + "y": y, prefix + "c_proj": out})
+        return out
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x, acts=None, prefix=""):
+        f = self.c_fc(x)                                            # (B, T, 4C)
+        g = self.gelu(f)                                            # (B, T, 4C)
+        out = self.c_proj(g)                                        # (B, T, C)
+        if acts is not None:
+            acts.update({prefix + "c_fc": f, prefix + "gelu": g, prefix + "c_proj": out})
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, acts=None, prefix=""):
+        h = self.ln_1(x)
+        x = x + self.attn(h, acts, prefix + "attn.")
+        if acts is not None:
+            acts.update({prefix + "ln_1": h, prefix + "res_attn": x})
+        h = self.ln_2(x)
+        x = x + self.mlp(h, acts, prefix + "mlp.")
+        if acts is not None:
+            acts.update({prefix + "ln_2": h, prefix + "res_mlp": x})
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config, seed=0, dtype=torch.float32):
+        """Parameters start from numpy_gpt.init_params(config, seed): the same seed gives the same
+        weights in both backends."""
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.to(dtype)
+        self.load_numpy(init_params(config, seed, np.float64 if dtype == torch.float64 else np.float32))
+
+    def load_numpy(self, params):
+        """Copy in a dict name -> NumPy array (numpy_gpt's parameters, or a loaded weights file)."""
+        self.load_state_dict({name: torch.from_numpy(np.ascontiguousarray(p)) for name, p in params.items()})
+
+    def numpy_params(self):
+        return {name: t.detach().cpu().numpy().copy() for name, t in self.state_dict().items()}
+
+    def forward(self, idx, targets=None, acts=None):
+        """idx (B, T), targets (B, T) or None -> (logits (B, T, V), loss or None).
+
+        With acts (a dict), every intermediate activation is recorded in it, via explicit attention.
+        """
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe.weight[:T]                     # (B, T, C)
+        if acts is not None:
+            acts["embed"] = x
+        for l, block in enumerate(self.h):
+            x = block(x, acts, f"h.{l}.")
+        h = self.ln_f(x)
+        logits = self.lm_head(h)                                    # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if acts is not None:
+            acts.update({"ln_f": h, "logits": logits})
+            if loss is not None:
+                acts["loss"] = loss
+        return logits, loss
+
+    # --------------------------------------------------------------------------------------------
+    # generation with a KV cache: the same functions as numpy_gpt.gpt_prefill and gpt_decode
+
+    def new_kv_cache(self, batch_size):
+        """Room for every layer's keys and values at every position: (L, 2, B, H, block_size, D)."""
+        c = self.config
+        return torch.zeros(c.n_layer, 2, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head,
+                           dtype=self.wte.weight.dtype, device=self.wte.weight.device)
+
+    @torch.inference_mode()
+    def prefill(self, idx, kv):
+        """Forward over idx (B, T), keeping its keys and values in kv -> logits (B, V) of the last position."""
+        acts = {}
+        logits, _ = self(idx, acts=acts)
+        T = idx.shape[1]
+        for l in range(self.config.n_layer):
+            kv[l, 0, :, :, :T] = acts[f"h.{l}.attn.k"]
+            kv[l, 1, :, :, :T] = acts[f"h.{l}.attn.v"]
+        return logits[:, -1]
+
+    @torch.inference_mode()
+    def decode(self, token, pos, kv):
+        """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V)."""
+        C, H = self.config.n_embd, self.config.n_head
+        B = token.shape[0]
+        x = (self.wte(token) + self.wpe.weight[pos])[:, None]                    # (B, 1, C)
+        for l, block in enumerate(self.h):
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)         # (B, 1, C) each
+            kv[l, 0, :, :, pos] = k.view(B, H, C // H)
+            kv[l, 1, :, :, pos] = v.view(B, H, C // H)
+            y = F.scaled_dot_product_attention(q.view(B, 1, H, C // H).transpose(1, 2),
+                                               kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1])  # (B, H, 1, D)
+            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(self.ln_f(x))[:, 0]                                 # (B, V)

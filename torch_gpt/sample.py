@@ -1,0 +1,49 @@
+"""python -m torch_gpt.sample: write text with the kid from kid.npz or kid.pt, with PyTorch on the CPU.
+
+The same flags, sampling rule and random numbers as python -m numpy_gpt.sample: the same checkpoint,
+prompt and seed print the same text.
+"""
+import numpy as np
+import torch
+
+from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.cli import check_sampling_args, run_cli, sampling_parser, stream_samples
+from numpy_gpt.data import CharTokenizer
+
+from .checkpoint import load_kid
+from .model import GPT
+
+
+def load_model(path):
+    """A GPT in float32 on the CPU, from a .npz weights file or a kid.pt training state -> (model, chars)."""
+    if str(path).endswith(".pt"):
+        state = load_kid(path)
+        model = GPT(state["config"])
+        model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        return model.eval(), state["vocab"]
+    params, config, chars, _ = load_weights(path)
+    model = GPT(config)
+    model.load_numpy(params)
+    return model.eval(), chars
+
+
+def main(argv=None):
+    args = check_sampling_args(sampling_parser(
+        "python -m torch_gpt.sample", "Sample text from a trained kid with torch_gpt "
+        "(reads kid.npz, or the training state kid.pt).").parse_args(argv))
+    model, chars = load_model(args.checkpoint)
+    kv = model.new_kv_cache(1)
+
+    def prefill(ids):
+        return model.prefill(torch.tensor([ids]), kv)[0].numpy()
+
+    def decode(token, pos):
+        return model.decode(torch.tensor([token]), pos, kv)[0].numpy()
+
+    stream_samples(args, prefill, decode, CharTokenizer(chars), model.config.block_size,
+                   np.random.default_rng(args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

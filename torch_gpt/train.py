@@ -1,0 +1,274 @@
+"""python -m torch_gpt.train: the real training of the kid, on a CPU, a GPU, or several through torchrun.
+
+Writes to --out:
+    log.jsonl                   one JSON object per evaluation: losses, the ROMEO: sample, timing
+    checkpoints/step_NNNNN.npz  a weights snapshot at each evaluation (the shared format)
+    kid.pt                      the full training state, for --resume (each evaluation, and on a stop)
+    kid.npz                     the final weights, for either backend's sampler
+    loss.png                    train and val loss against step (needs matplotlib)
+
+Every file is written atomically. A run killed at any moment, even by kill -9, loses at most the
+steps since the last evaluation; SIGINT and SIGTERM write kid.pt before exiting.
+
+    torchrun --nproc_per_node=N -m torch_gpt.train ...   data-parallel training (DDP): nccl on CUDA,
+                                                         gloo on CPU; rank 0 writes all the files.
+"""
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from numpy_gpt.checkpoint import save_weights
+from numpy_gpt.cli import (Progress, StopRequest, check_training_args, plot_losses, prepare_data, run_cli,
+                           training_parser, write_log)
+from numpy_gpt.config import UserError
+from numpy_gpt.data import batch_rng, get_batch
+from numpy_gpt.optim import lr_at
+from numpy_gpt.sampling import generate
+
+from .checkpoint import load_kid, save_kid
+from .model import GPT
+
+SAMPLE_PROMPT, SAMPLE_CHARS, SAMPLE_TEMPERATURE = "ROMEO:", 200, 0.8
+# the settings that shape the trajectory: a resumed run must use the same ones
+TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
+                    "beta1", "beta2", "grad_clip", "micro_batches")
+
+
+def parser():
+    p = training_parser("python -m torch_gpt.train", "Train the kid with PyTorch (the main job).")
+    g = p.add_argument_group("torch")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="auto picks cuda, then mps, then cpu")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--resume", action="store_true", help="continue the run saved in OUT/kid.pt")
+    g.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches of --batch-size per optimizer step and process")
+    return p
+
+
+def pick_device(name, local_rank):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but torch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps, but this torch has no MPS (Apple GPU) support; use --device cpu or auto")
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+def init_distributed(device_name):
+    """-> (rank, world_size, device). Under torchrun, joins the process group (nccl on CUDA, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def make_optimizer(model, args, device):
+    """AdamW; weight decay only on the 2-D weights (matmuls and embeddings), as numpy_gpt.optim.decays."""
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
+                             fused=device.type in ("cuda", "cpu"))
+
+
+@torch.inference_mode()
+def estimate_loss(model, batches, autocast):
+    losses = []
+    for x, y in batches:
+        with autocast:
+            losses.append(model(x, y)[1].float())
+    return torch.stack(losses).mean().item()
+
+
+@torch.inference_mode()
+def sample_text(model, tokenizer, seed, device):
+    """SAMPLE_CHARS characters after SAMPLE_PROMPT, always with the same random numbers."""
+    kv = model.new_kv_cache(1)
+
+    def prefill(ids):
+        return model.prefill(torch.tensor([ids], device=device), kv)[0].float().cpu().numpy()
+
+    def decode(token, pos):
+        return model.decode(torch.tensor([token], device=device), pos, kv)[0].float().cpu().numpy()
+
+    tokens = [t for t, _ in generate(prefill, decode, tokenizer.encode(SAMPLE_PROMPT), SAMPLE_CHARS,
+                                     model.config.block_size, np.random.default_rng(seed), SAMPLE_TEMPERATURE)]
+    return SAMPLE_PROMPT + tokenizer.decode(tokens)
+
+
+def check_resume(ckpt, config, tokenizer, args, path):
+    """A resumed run must be the same run: same model, vocabulary and trajectory settings."""
+    if ckpt["config"] != config:
+        diff = [f"{k}={v} (flags say {getattr(config, k)})" for k, v in ckpt["config"].to_dict().items()
+                if getattr(config, k) != v]
+        raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same flags to resume it, "
+                        f"or a new --out to start another run")
+    if ckpt["vocab"] != tokenizer.chars:
+        raise UserError(f"{path} was trained on a text with another vocabulary; pass the same --data")
+    diff = [f"--{k.replace('_', '-')} {ckpt['settings'][k]} (flags say {getattr(args, k)})"
+            for k in TRAJECTORY_FLAGS if ckpt["settings"].get(k) != getattr(args, k)]
+    if diff:
+        raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same settings to resume it "
+                        f"(--steps may change), or a new --out to start another run")
+
+
+def main(argv=None):
+    args = check_training_args(parser().parse_args(argv))
+    if args.grad_accum < 1:
+        raise UserError(f"--grad-accum must be at least 1, got {args.grad_accum}")
+    out = Path(args.out)
+    kid_pt = out / "kid.pt"
+    if args.resume and not kid_pt.exists():
+        raise UserError(f"--resume, but there is no checkpoint at {kid_pt}; drop --resume to start a new run")
+    if not args.resume and (kid_pt.exists() or (out / "kid.npz").exists()):
+        raise UserError(f"{out} already holds a run ({kid_pt.name if kid_pt.exists() else 'kid.npz'}); pass "
+                        f"--resume to continue it, or --out DIR to start another")
+
+    rank, world, device = init_distributed(args.device)
+    args.micro_batches = world * args.grad_accum        # micro-batches of --batch-size per optimizer step
+    master = rank == 0
+    say = print if master else (lambda *a, **k: None)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    tokenizer, config, train_ids, _, evals = prepare_data(args)
+    evals = {split: [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in batches]
+             for split, batches in evals.items()}
+    ckpt = load_kid(kid_pt) if args.resume else None
+    if ckpt:
+        check_resume(ckpt, config, tokenizer, args, kid_pt)
+
+    model = GPT(config, seed=args.seed, dtype=dtype).to(device)
+    optimizer = make_optimizer(model, args, device)
+    step, log, elapsed_before = 0, [], 0.0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        step, elapsed_before = ckpt["step"], ckpt["elapsed_s"]
+        if (out / "log.jsonl").exists():     # keep what the checkpoint had seen; drop later lines
+            log = [e for e in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if e["step"] <= step]
+        if step >= args.steps:
+            say(f"{kid_pt} is already at step {step} of --steps {args.steps}: nothing to do; raise --steps "
+                f"to train longer")
+            return 0
+        say(f"resuming {kid_pt} at step {step} of {args.steps}")
+
+    raw_model = model
+    if args.compile:
+        model = torch.compile(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    bf16 = device.type == "cuda" and dtype == torch.float32
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    sync_every = 1 if device.type == "cpu" else 10      # reading the loss waits for the GPU: not every step
+    tokens_per_step = args.batch_size * config.block_size * args.micro_batches
+    say(f"torch_gpt: {sum(p.numel() for p in raw_model.parameters()):,} parameters, {config}, {args.dtype}"
+        f"{' (bf16 autocast)' if bf16 else ''}, device {device}, {world} process(es) x {args.grad_accum} "
+        f"micro-batch(es) of {args.batch_size}: {tokens_per_step:,} tokens per step")
+
+    def checkpoint_state():
+        return {"step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "config": config.to_dict(), "vocab": tokenizer.chars,
+                "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                "elapsed_s": elapsed_before + time.perf_counter() - start}
+
+    def evaluate():
+        raw_model.eval()
+        entry = {"step": step,
+                 "train_loss": estimate_loss(raw_model, evals["train"], autocast),
+                 "val_loss": estimate_loss(raw_model, evals["val"], autocast),
+                 "lr": lr_at(min(step, args.steps - 1), args.lr, args.min_lr, args.warmup_steps, args.steps),
+                 "tokens_per_s": round(rate), "elapsed_s": round(elapsed_before + time.perf_counter() - start, 1),
+                 "sample": sample_text(raw_model, tokenizer, args.seed, device)}
+        raw_model.train()
+        save_weights(out / "checkpoints" / f"step_{step:05d}.npz", raw_model.numpy_params(), config,
+                     tokenizer.chars, meta={k: entry[k] for k in ("step", "train_loss", "val_loss")})
+        log.append(entry)
+        write_log(out / "log.jsonl", log)
+        save_kid(kid_pt, checkpoint_state())
+        plot_losses(log, out / "loss.png", say=progress.say)
+        progress.say(f"step {step}: train loss {entry['train_loss']:.4f}, val loss {entry['val_loss']:.4f}, "
+                     f"{entry['elapsed_s']:.0f}s\n{entry['sample']}\n")
+
+    first_step, rate, stopped = step, 0.0, None
+    progress = Progress(args.steps, first_step=step) if master else None
+    start = mark_time = time.perf_counter()
+    mark_step = step
+    with StopRequest() as stop:
+        while True:
+            if master and (step % args.eval_interval == 0 or step == args.steps) and not (ckpt and step == first_step):
+                evaluate()
+                mark_time, mark_step = time.perf_counter(), step     # tokens/s counts training time only
+            if step == args.steps:
+                break
+            lr = lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for k in range(args.grad_accum):
+                x, y = get_batch(train_ids, args.batch_size, config.block_size,
+                                 batch_rng(args.seed, step, rank * args.grad_accum + k))
+                x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
+                last = k == args.grad_accum - 1
+                with (model.no_sync() if world > 1 and not last else contextlib.nullcontext()), autocast:
+                    _, loss = model(x, y)
+                (loss / args.grad_accum).backward()
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % sync_every == 0 or step == args.steps:
+                # all ranks agree, at the same step, on whether to stop and whether the loss blew up
+                flags = torch.tensor([float(stop.signum or 0), float(not math.isfinite(loss.item()))], device=device)
+                if world > 1:
+                    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                if flags[1]:
+                    raise UserError(f"the loss became {loss.item()} at step {step}; stopped without saving. "
+                                    f"{kid_pt} still holds the last good state. Try a lower --lr (now {args.lr})"
+                                    f"{' or --grad-clip 1' if not args.grad_clip else ''}")
+                if flags[0]:
+                    stopped = int(flags[0])
+                    break
+                now = time.perf_counter()
+                recent = tokens_per_step * (step - mark_step) / (now - mark_time)
+                rate = 0.9 * rate + 0.1 * recent if rate else recent
+                mark_time, mark_step = now, step
+                if master:
+                    progress.update(step, loss.item(), rate)
+    if master:
+        progress.close()
+    if stopped:
+        if master:
+            save_kid(kid_pt, checkpoint_state())
+            say(f"stopped by signal {stopped} at step {step}; the state is in {kid_pt}: continue with --resume")
+        return 128 + stopped
+    if master:
+        save_weights(out / "kid.npz", raw_model.numpy_params(), config, tokenizer.chars,
+                     meta={"step": step, "backend": "torch_gpt", "val_loss": log[-1]["val_loss"]})
+        say(f"done: val loss {log[-1]['val_loss']:.4f} after {step} steps, "
+            f"{log[-1]['elapsed_s']:.0f} s; weights in {out / 'kid.npz'}, state in {kid_pt}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
