@@ -113,9 +113,11 @@ class Progress:
             self.last_print = now
 
     def say(self, message):
+        """Print a message to stdout, above the status line (which lives on stderr, as tqdm's does)."""
         if self.tty and self.line:
             self.stream.write("\r\033[K")
-        print(message, file=self.stream, flush=True)
+            self.stream.flush()
+        print(message, flush=True)
         if self.tty and self.line:
             self.stream.write(self.line)
             self.stream.flush()
@@ -271,7 +273,9 @@ def plot_losses(entries, path, say=print):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        say("matplotlib is not installed, so no loss.png (pip install matplotlib to get one)")
+        if not plot_losses.warned:
+            say("matplotlib is not installed, so no loss.png (pip install matplotlib to get one)")
+            plot_losses.warned = True
         return
     from .checkpoint import atomic_write
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -285,3 +289,6 @@ def plot_losses(entries, path, say=print):
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+
+
+plot_losses.warned = False

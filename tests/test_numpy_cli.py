@@ -1,5 +1,6 @@
 """python -m numpy_gpt.train and numpy_gpt.sample, run as a user runs them, and numpy_gpt without torch."""
 import json
+import os
 import subprocess
 import sys
 
@@ -14,6 +15,9 @@ SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "1
 
 
 def run(*args, env=None, cwd=ROOT):
+    """Run python with args. One thread: the test models are tiny, and a second process (the DDP tests,
+    or anything else on a 2-core machine) then never leaves threads spinning for a busy core."""
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 

@@ -1,0 +1,271 @@
+"""One set of weights in numpy_gpt and torch_gpt: every activation, gradient and optimizer step compared.
+
+Shape key: B batch, T time, C channels, H heads, D head size, V vocab.
+
+The measure, per tensor: max |a - b| / max(max |b|, FLOOR), with a the NumPy value and b torch's.
+That is the largest difference relative to the tensor's own scale (its largest entry). The absolute
+FLOOR only matters for a tensor that is zero or nearly zero everywhere.
+Relative to the largest entry rather than to each entry, because an entry that is tiny by
+cancellation (a gradient summed from terms of opposite sign) carries an absolute rounding error of
+the size of its terms, not of itself: elementwise, it would look wrong however right it is.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
+from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.cli import check_training_args, training_parser
+from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
+from torch_gpt.model import GPT
+
+# Tolerances on the measure above, and why these values.
+TOLERANCE = {
+    # Unit roundoff is 1.1e-16. The longest chain is ~40 layers (with K <= 4C = 512 term sums) and
+    # the two backends sum in different orders (BLAS blocking, fused kernels), so differences grow to
+    # about 1e-15..1e-14 of a tensor's scale, which is what we measure. 1e-12 keeps two orders of
+    # margin, while any real mistake (a missing term, a wrong scale) shows up at 1e-3 or more.
+    "float64": 1e-12,
+    # Unit roundoff is 6e-8; the same chains give ~1e-7..1e-6. 1e-5 keeps an order of margin.
+    "float32": 1e-5,
+}
+# The trajectory: 50 steps of AdamW, float64. Each update divides by sqrt(v), which amplifies
+# tiny differences where gradients are small; we measure ~1e-13 after 50 steps. 1e-10 is the bar.
+TRAJECTORY_TOLERANCE = 1e-10
+FLOOR = 1e-30    # the absolute floor of the scale: only an all-zero tensor ever reaches it
+DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
+# AdamW, clipping and schedule: the trainers' own defaults
+DEFAULTS = check_training_args(training_parser("", "").parse_args([]))
+ADAMW = dict(lr=DEFAULTS.lr, min_lr=DEFAULTS.min_lr, weight_decay=DEFAULTS.weight_decay,
+             betas=(DEFAULTS.beta1, DEFAULTS.beta2), grad_clip=DEFAULTS.grad_clip)
+
+
+def schedule(total_steps):
+    """The trainers' learning rate as a function of the step, for a run of total_steps: their warmup
+    (or a fifth of the run, if that is shorter) then the cosine."""
+    warmup = min(DEFAULTS.warmup_steps, total_steps // 5)
+    return lambda step: lr_at(step, ADAMW["lr"], ADAMW["min_lr"], warmup, total_steps)
+
+
+@dataclass
+class Row:
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    tol: float
+
+    @property
+    def ok(self):
+        return bool(self.max_rel <= self.tol)     # NaN fails
+
+
+def compare(name, a, b, tol):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return Row(name, a.shape, float("inf"), float("inf"), tol)
+    diff = float(np.abs(a - b).max()) if a.size else 0.0
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, FLOOR)
+    return Row(name, a.shape, diff, diff / scale, tol)
+
+
+def compare_dicts(prefix, a, b, tol):
+    """Rows for every name in either dict: a name only one backend produced is a failure."""
+    rows = []
+    for name in list(a) + [n for n in b if n not in a]:
+        if name in a and name in b:
+            rows.append(compare(prefix + name, a[name], b[name], tol))
+        else:
+            rows.append(Row(prefix + name + (" (missing in torch)" if name in a else " (missing in numpy)"),
+                            np.shape(a.get(name, b.get(name))), float("inf"), float("inf"), tol))
+    return rows
+
+
+def load_params(checkpoint, seed, dtype, config=None):
+    """-> (params, config): a weights file cast to dtype, or a seeded GPT-2 init of config (the kid by default)."""
+    if checkpoint:
+        params, config, _, _ = load_weights(checkpoint)
+        return {k: v.astype(dtype) for k, v in params.items()}, config
+    config = config or GPTConfig()
+    return init_params(config, seed, dtype), config
+
+
+def make_batch(config, seed, batch_size=4, T=None):
+    """(x, y) of shape (B, T), the same for both backends: a stand-in for text that can be learned.
+
+    Each sequence is a random walk in which every token has three possible successors, fixed for all
+    batches, so a training trajectory has something to learn (its loss falls from ln V towards ln 3).
+    """
+    T = T or config.block_size
+    successors = np.random.default_rng(0x5EED).integers(0, config.vocab_size, (config.vocab_size, 3))   # (V, 3)
+    rng = np.random.default_rng([seed, 0xBA7C])
+    ids = np.empty((batch_size, T + 1), dtype=np.int64)
+    ids[:, 0] = rng.integers(0, config.vocab_size, batch_size)
+    pick = rng.integers(0, 3, (batch_size, T))
+    for t in range(T):
+        ids[:, t + 1] = successors[ids[:, t], pick[:, t]]
+    return ids[:, :-1], ids[:, 1:]
+
+
+def torch_model(params, config, torch_dtype):
+    model = GPT(config, dtype=torch_dtype)
+    model.load_numpy(params)
+    return model
+
+
+def numpy_forward_backward(params, config, x, y):
+    """-> (acts, grads) from numpy_gpt."""
+    _, _, acts, cache = gpt_forward(params, config, x, y)
+    return acts, gpt_backward(params, config, cache)
+
+
+def torch_forward_backward(model, x, y):
+    """-> (acts, grads, fast_grads) from torch_gpt, as NumPy arrays.
+
+    acts and grads come from the explicit path (forward with acts=...), fast_grads from the path
+    training uses, with F.scaled_dot_product_attention.
+    """
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    acts = {}
+    model.zero_grad(set_to_none=True)
+    _, loss = model(x, y, acts=acts)
+    loss.backward()
+    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model(x, y)[1].backward()
+    fast_grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return {k: v.detach().numpy() for k, v in acts.items()}, grads, fast_grads
+
+
+def torch_optimizer(model):
+    """torch_gpt's optimizer, as the trainer builds it (decay on 2-D weights only)."""
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW["weight_decay"]},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=ADAMW["lr"], betas=ADAMW["betas"], eps=1e-8, fused=True)
+
+
+def train_both(params, config, batches, lr_of_step, torch_dtype):
+    """Run len(batches) steps of the full update in both backends from the same params.
+
+    Each step: forward, backward, global-norm clipping, the learning rate lr_of_step(step), AdamW.
+    -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
+    """
+    np_params = {k: v.copy() for k, v in params.items()}
+    state = adamw_init(np_params)
+    model = torch_model(params, config, torch_dtype)
+    opt = torch_optimizer(model)
+    np_losses, torch_losses, norms = [], [], []
+    for step, (x, y) in enumerate(batches):
+        lr = lr_of_step(step)
+        # numpy_gpt
+        _, loss, _, cache = gpt_forward(np_params, config, x, y)
+        grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), ADAMW["grad_clip"])
+        adamw_step(np_params, grads, state, lr, ADAMW["betas"], 1e-8, ADAMW["weight_decay"])
+        np_losses.append(float(loss))
+        norms.append(norm)
+        # torch_gpt
+        for group in opt.param_groups:
+            group["lr"] = lr
+        _, tloss = model(torch.from_numpy(x), torch.from_numpy(y))
+        tloss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch_losses.append(tloss.item())
+    return np_losses, torch_losses, np_params, model.numpy_params(), norms
+
+
+def optimizer_step_both(params, config, grads, lr, torch_dtype):
+    """One clipped AdamW step in each backend from the same params and the same gradients.
+
+    -> (numpy params, torch params, the gradient norm before clipping)
+    """
+    np_params = {k: v.copy() for k, v in params.items()}
+    clipped, norm = clip_grad_norm(grads, ADAMW["grad_clip"])
+    adamw_step(np_params, clipped, adamw_init(np_params), lr, ADAMW["betas"], 1e-8, ADAMW["weight_decay"])
+    model = torch_model(params, config, torch_dtype)
+    opt = torch_optimizer(model)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    for name, p in model.named_parameters():
+        p.grad = torch.from_numpy(grads[name].copy())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["grad_clip"])
+    opt.step()
+    return np_params, model.numpy_params(), norm
+
+
+@dataclass
+class Report:
+    sections: list      # [(title, rows)]
+    notes: list         # lines printed under the table
+
+    @property
+    def ok(self):
+        return all(r.ok for _, rows in self.sections for r in rows)
+
+    def rows(self):
+        return [r for _, rows in self.sections for r in rows]
+
+
+def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, batch_size=4, T=None):
+    """Everything the parity command checks -> Report."""
+    np_dtype, torch_dtype = DTYPES[dtype]
+    tol = TOLERANCE[dtype]
+    params, config = load_params(checkpoint, seed, np_dtype, config)
+    x, y = make_batch(config, seed, batch_size, T)
+
+    acts, grads = numpy_forward_backward(params, config, x, y)
+    t_acts, t_grads, t_fast_grads = torch_forward_backward(torch_model(params, config, torch_dtype), x, y)
+    sections = [("activations", compare_dicts("", acts, t_acts, tol)),
+                ("parameter gradients (explicit attention)", compare_dicts("grad ", grads, t_grads, tol)),
+                ("parameter gradients (scaled_dot_product_attention, the training path)",
+                 compare_dicts("grad ", grads, t_fast_grads, tol))]
+
+    # the optimizer: the same gradients into both AdamWs (clipping each its own way), at the learning
+    # rate of the default run's first step
+    first_lr = schedule(DEFAULTS.steps)(0)
+    p1, t_p1, norm = optimizer_step_both(params, config, grads, first_lr, torch_dtype)
+    sections.append(("parameters after one AdamW step (the same gradients into both optimizers)",
+                     compare_dicts("step1 ", p1, t_p1, tol)))
+    notes = [f"one step: gradient norm {norm:.4g} before clipping to {ADAMW['grad_clip']}, lr {first_lr:.3g} "
+             f"(the first step of the default {DEFAULTS.steps}-step run)"]
+    # end to end, each backend with its own gradients: reported, not judged (README: "AdamW and zero gradients")
+    _, _, pe, t_pe, _ = train_both(params, config, [(x, y)], lambda step: first_lr, torch_dtype)
+    worst = max(compare_dicts("", pe, t_pe, tol), key=lambda r: r.max_rel)
+    notes.append(f"one step end to end (each backend's own gradients): worst {worst.name} at {worst.max_rel:.2e} "
+                 f"(not judged)")
+
+    if steps:
+        p64, _ = load_params(checkpoint, seed, np.float64, config)
+        batches = [make_batch(config, seed + 1 + s, batch_size, T) for s in range(steps)]
+        np_losses, t_losses, pN, t_pN, norms = train_both(p64, config, batches, schedule(steps), torch.float64)
+        loss_rows = [compare(f"loss at step {s}", a, b, TRAJECTORY_TOLERANCE) for s, (a, b) in
+                     enumerate(zip(np_losses, t_losses))]
+        worst = max(loss_rows, key=lambda r: r.max_rel)
+        sections.append((f"trajectory: {steps} steps, float64 (the worst of {steps} step losses, then every "
+                         f"parameter)", [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
+                         compare_dicts(f"step{steps} ", pN, t_pN, TRAJECTORY_TOLERANCE)))
+        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {ADAMW['lr']:g}; "
+                     f"{sum(n > ADAMW['grad_clip'] for n in norms)} of {steps} steps clipped")
+    return Report(sections, notes)
+
+
+def format_report(report, dtype, title):
+    lines = [title, "",
+             f"max rel = max|numpy - torch| / max(max|torch|, {FLOOR:g}): the largest difference relative to the "
+             f"tensor's largest entry", ""]
+    for section, rows in report.sections:
+        width = max(len(r.name) for r in rows)
+        lines += [f"## {section}", "",
+                  f"| {'tensor':<{width}} | {'shape':<16} | {'max abs':>9} | {'max rel':>9} | {'tol':>7} |   |",
+                  f"|{'-' * (width + 2)}|{'-' * 18}|{'-' * 11}|{'-' * 11}|{'-' * 9}|---|"]
+        for r in rows:
+            lines.append(f"| {r.name:<{width}} | {str(tuple(r.shape)):<16} | {r.max_abs:9.2e} | {r.max_rel:9.2e} | "
+                         f"{r.tol:7.0e} | {'ok' if r.ok else 'FAIL'} |")
+        lines.append("")
+    lines += report.notes
+    return "\n".join(lines)
