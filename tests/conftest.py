@@ -1,9 +1,16 @@
 """Shared test helpers: the corpus, small configs, and a centered finite-difference gradient."""
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+# The test models are tiny: one thread each is fastest, and it keeps this process and the ones the
+# tests start (the DDP ranks, the commands) from spinning threads against each other on two cores.
+# Set before NumPy and torch load their thread pools.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

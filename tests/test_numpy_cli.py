@@ -15,9 +15,8 @@ SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "1
 
 
 def run(*args, env=None, cwd=ROOT):
-    """Run python with args. One thread: the test models are tiny, and a second process (the DDP tests,
-    or anything else on a 2-core machine) then never leaves threads spinning for a busy core."""
-    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")
+    """Run python with args, one thread each (see conftest.py)."""
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
