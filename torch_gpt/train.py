@@ -111,6 +111,41 @@ def sample_text(model, tokenizer, seed, device):
     return SAMPLE_PROMPT + tokenizer.decode(tokens)
 
 
+def micro_batches(train_ids, args, step, rank, block_size, device):
+    """This process's --grad-accum micro-batches for one step: rank r draws micro-batches r*K .. r*K+K-1
+    (numpy_gpt.data.batch_rng), so W ranks x K micro-batches see exactly the examples that one process
+    with --grad-accum W*K sees."""
+    out = []
+    for k in range(args.grad_accum):
+        x, y = get_batch(train_ids, args.batch_size, block_size, batch_rng(args.seed, step, rank * args.grad_accum + k))
+        out.append((torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)))
+    return out
+
+
+def accumulate_gradients(model, batches, autocast, world):
+    """Forward and backward over the micro-batches, leaving the gradient of their mean loss in .grad.
+
+    Under DDP the gradients are averaged across ranks during the last backward only (no_sync before):
+    the result is the gradient of the mean loss over all ranks' micro-batches. -> the last loss.
+    """
+    for k, (x, y) in enumerate(batches):
+        last = k == len(batches) - 1
+        with (model.no_sync() if world > 1 and not last else contextlib.nullcontext()), autocast:
+            _, loss = model(x, y)
+        (loss / len(batches)).backward()
+    return loss
+
+
+def optimizer_step(model, optimizer, lr, grad_clip):
+    """Clip the global gradient norm, then one AdamW step at lr, then clear the gradients."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def check_resume(ckpt, config, tokenizer, args, path):
     """A resumed run must be the same run: same model, vocabulary and trajectory settings."""
     if ckpt["config"] != config:
@@ -219,21 +254,10 @@ def main(argv=None):
                 mark_time, mark_step = time.perf_counter(), step     # tokens/s counts training time only
             if step == args.steps:
                 break
-            lr = lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            for k in range(args.grad_accum):
-                x, y = get_batch(train_ids, args.batch_size, config.block_size,
-                                 batch_rng(args.seed, step, rank * args.grad_accum + k))
-                x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
-                last = k == args.grad_accum - 1
-                with (model.no_sync() if world > 1 and not last else contextlib.nullcontext()), autocast:
-                    _, loss = model(x, y)
-                (loss / args.grad_accum).backward()
-            if args.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            batches = micro_batches(train_ids, args, step, rank, config.block_size, device)
+            loss = accumulate_gradients(model, batches, autocast, world)
+            optimizer_step(raw_model, optimizer, lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps),
+                           args.grad_clip)
             step += 1
             if step % sync_every == 0 or step == args.steps:
                 # all ranks agree, at the same step, on whether to stop and whether the loss blew up

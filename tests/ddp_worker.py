@@ -1,0 +1,55 @@
+"""One DDP training step on CPU ranks (gloo), started by tests/test_ddp.py through torchrun.
+
+    torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py TEXT OUT.npz
+
+Every rank builds the same model, takes its own micro-batch of step 0, and runs the trainer's own
+accumulate_gradients and optimizer_step; rank 0 saves the averaged gradients and updated parameters.
+"""
+import contextlib
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from numpy_gpt.cli import check_training_args, prepare_data
+from numpy_gpt.optim import lr_at
+from torch_gpt.model import GPT
+from torch_gpt.train import accumulate_gradients, make_optimizer, micro_batches, optimizer_step, parser
+
+CPU = torch.device("cpu")
+
+
+def setup(text, batch_size=4, grad_accum=1):
+    """The settings, config and training ids that the workers and the single-process runs share."""
+    args = check_training_args(parser().parse_args(
+        ["--data", str(text), "--batch-size", str(batch_size), "--grad-accum", str(grad_accum), "--seed", "3",
+         "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "32", "--eval-batches", "1"]))
+    _, config, train_ids, _, _ = prepare_data(args)
+    return args, config, train_ids
+
+
+def one_step(model, train_model, args, batches, world):
+    """Gradients and updated parameters of one trainer step -> (grads, params) as NumPy dicts."""
+    optimizer = make_optimizer(model, args, CPU)
+    accumulate_gradients(train_model, batches, contextlib.nullcontext(), world)
+    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    optimizer_step(model, optimizer, lr_at(0, args.lr, args.min_lr, args.warmup_steps, args.steps), args.grad_clip)
+    return grads, model.numpy_params()
+
+
+def main(text, out):
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    args, config, train_ids = setup(text)
+    model = GPT(config, seed=args.seed)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    batches = micro_batches(train_ids, args, 0, rank, config.block_size, CPU)
+    grads, params = one_step(model, ddp, args, batches, world)
+    if rank == 0:
+        np.savez(out, **{"grad " + n: g for n, g in grads.items()}, **{"param " + n: p for n, p in params.items()})
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,120 @@
+"""Data-parallel training with torchrun on CPU (gloo): one DDP step of 2 ranks x batch b equals one
+process with batch 2b of the same examples, and one process with --grad-accum 2 of batch b; the
+trainer under torchrun writes its files once, reports global tokens/s, and resumes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from parity.compare import compare_dicts
+
+from conftest import ROOT
+from ddp_worker import CPU, GPT, micro_batches, one_step, setup
+from test_numpy_cli import SMALL, run
+
+# Bars, on max |a - b| / max |b| per tensor (parity.compare's measure). float32's unit roundoff is
+# 6e-8; summing the batch in another order (two halves averaged by DDP, two accumulated micro-batches,
+# one batch of 2b) moves gradients by ~1e-7 of their scale: GRADIENTS = 1e-6.
+# The updated parameters carry that through AdamW, which divides each gradient entry by its own size
+# (plus eps = 1e-8). An entry that is near zero (exactly zero in exact math for the attention key
+# biases, or small by cancellation) brings its own relative rounding error, not the tensor's, into
+# its update, and after one step a bias's whole scale is the learning rate. We measure ~4e-6 on
+# c_attn.bias (a key-bias entry whose gradient is 6e-13 against the tensor's 2e-2): PARAMETERS = 1e-5.
+GRADIENTS, PARAMETERS = 1e-6, 1e-5
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def worst(rows):
+    return max(rows, key=lambda r: r.max_rel)
+
+
+def test_ddp_step_equals_one_big_batch_and_grad_accum(small_text, tmp_path):
+    out = tmp_path / "ddp.npz"
+    result = run(*TORCHRUN, str(ROOT / "tests" / "ddp_worker.py"), str(small_text), str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(out) as z:
+        ddp_grads = {k[5:]: z[k] for k in z.files if k.startswith("grad ")}
+        ddp_params = {k[6:]: z[k] for k in z.files if k.startswith("param ")}
+
+    # (a) one process, one batch of 2b: rank 0's examples then rank 1's
+    args, config, train_ids = setup(small_text)
+    (x0, y0), = micro_batches(train_ids, args, 0, 0, config.block_size, CPU)
+    (x1, y1), = micro_batches(train_ids, args, 0, 1, config.block_size, CPU)
+    model = GPT(config, seed=args.seed)
+    big_grads, big_params = one_step(model, model, args, [(torch.cat([x0, x1]), torch.cat([y0, y1]))], world=1)
+    # (b) one process, --grad-accum 2 of batch b: its micro-batches 0 and 1 are the ranks' batches
+    args2, _, _ = setup(small_text, grad_accum=2)
+    accum_batches = micro_batches(train_ids, args2, 0, 0, config.block_size, CPU)
+    assert torch.equal(accum_batches[0][0], x0) and torch.equal(accum_batches[1][0], x1)
+    model = GPT(config, seed=args.seed)
+    acc_grads, acc_params = one_step(model, model, args2, accum_batches, world=1)
+
+    figures = {}
+    for name, grads, params in (("batch 2b", big_grads, big_params), ("grad-accum 2", acc_grads, acc_params)):
+        g_rows = compare_dicts("", ddp_grads, grads, GRADIENTS)
+        p_rows = compare_dicts("", ddp_params, params, PARAMETERS)
+        assert all(r.ok for r in g_rows + p_rows), [(r.name, r.max_rel) for r in g_rows + p_rows if not r.ok]
+        figures[name] = (worst(g_rows), worst(p_rows))
+        if name == "grad-accum 2":
+            # exactly equal: each micro-batch gradient is computed as on its rank, and DDP's (g0 + g1) / 2
+            # equals the accumulated g0 / 2 + g1 / 2 because halving is exact in binary floating point
+            assert all(np.array_equal(ddp_grads[k], grads[k]) and np.array_equal(ddp_params[k], params[k])
+                       for k in grads)
+        moved = max(np.abs(params[k] - p).max() for k, p in GPT(config, seed=args.seed).numpy_params().items())
+        assert moved > 1e-6, "the step must change the parameters"
+    print("\nDDP 2 ranks x batch 4 vs one process (float32, max |a-b| / max |b| per tensor, the worst):")
+    for name, (g, p) in figures.items():
+        print(f"  vs {name:<13} gradients {g.max_rel:.1e} ({g.name}), updated parameters {p.max_rel:.1e} ({p.name})")
+
+
+def train(*flags, distributed=False):
+    return run(*(TORCHRUN if distributed else []), "-m", "torch_gpt.train", "--device", "cpu", *SMALL, *flags)
+
+
+def weights(out):
+    with np.load(out / "kid.npz") as z:
+        return {k: z[k] for k in z.files if not k.startswith("__")}
+
+
+def test_torchrun_trainer_matches_grad_accum_writes_once_and_resumes(small_text, tmp_path):
+    common = ["--data", str(small_text), "--eval-interval", "2", "--batch-size", "4"]
+    ddp = train(*common, "--out", str(tmp_path / "ddp"), "--steps", "4", distributed=True)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("done: val loss") == 1 and ddp.stdout.count("torch_gpt: ") == 1   # rank 0 alone speaks
+    assert "2 process(es) x 1 micro-batch(es) of 4: 128 tokens per step" in ddp.stdout
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [0, 2, 4]                                   # written once, by rank 0
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
+        "step_00000.npz", "step_00002.npz", "step_00004.npz"]
+
+    single = train(*common, "--out", str(tmp_path / "single"), "--steps", "4", "--grad-accum", "2")
+    assert single.returncode == 0 and "1 process(es) x 2 micro-batch(es) of 4: 128 tokens per step" in single.stdout
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
+    # Bit-identical, not just close: each rank computes its micro-batch's gradient exactly as the single
+    # process does, and DDP's (g0 + g1) / 2 equals the accumulated g0 / 2 + g1 / 2 exactly, since
+    # halving is exact in binary floating point. (With 3 ranks it would be close, not equal.)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+    # a distributed run stopped at step 2 and resumed with torchrun ends where the straight run ends
+    part = train(*common, "--out", str(tmp_path / "resumed"), "--steps", "2", distributed=True)
+    assert part.returncode == 0, part.stderr[-3000:]
+    resumed = train(*common, "--out", str(tmp_path / "resumed"), "--steps", "4", "--resume", distributed=True)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-3000:]
+    c = weights(tmp_path / "resumed")
+    assert all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_resume_needs_the_same_micro_batches_per_step(small_text, tmp_path):
+    common = ["--data", str(small_text), "--eval-interval", "2", "--batch-size", "4", "--out", str(tmp_path / "r")]
+    assert train(*common, "--steps", "2", "--grad-accum", "2").returncode == 0
+    result = train(*common, "--steps", "4", "--resume")
+    assert result.returncode == 1 and "--micro-batches 2 (flags say 1)" in result.stderr
+    ok = train(*common, "--steps", "4", "--resume", distributed=True)     # 2 ranks x 1 = 1 rank x 2
+    assert ok.returncode == 0, ok.stderr[-3000:]
+
+
+@pytest.mark.parametrize("flag", ["--grad-accum"])
+def test_grad_accum_must_be_positive(small_text, tmp_path, flag):
+    result = train("--data", str(small_text), "--out", str(tmp_path / "o"), flag, "0")
+    assert result.returncode == 1 and "error: --grad-accum must be at least 1, got 0" in result.stderr
