@@ -58,8 +58,8 @@ def main(argv=None):
             grads, _ = clip_grad_norm(gpt_backward(params, config, cache), args.grad_clip)
             adamw_step(params, grads, opt, lr, (args.beta1, args.beta2), weight_decay=args.weight_decay)
             step += 1
-            rate = tokens_per_step / (time.perf_counter() - t0) if step == 1 else 0.9 * rate + 0.1 * (
-                tokens_per_step / (time.perf_counter() - t0))
+            recent = tokens_per_step / (time.perf_counter() - t0)
+            rate = 0.9 * rate + 0.1 * recent if rate else recent       # smoothed tokens/s
             progress.update(step, float(loss), rate)
     progress.close()
     save_weights(out / "kid.npz", params, config, tokenizer.chars,

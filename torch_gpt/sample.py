@@ -27,10 +27,17 @@ def load_model(path):
     return model.eval(), chars
 
 
+def configure_threads():
+    """Generation at batch 1 is a chain of tiny operations: one thread runs them fastest, and leaves the
+    other cores to whatever else is running (a training run, say)."""
+    torch.set_num_threads(1)
+
+
 def main(argv=None):
     args = check_sampling_args(sampling_parser(
         "python -m torch_gpt.sample", "Sample text from a trained kid with torch_gpt "
         "(reads kid.npz, or the training state kid.pt).").parse_args(argv))
+    configure_threads()
     model, chars = load_model(args.checkpoint)
     kv = model.new_kv_cache(1)
 

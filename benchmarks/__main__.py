@@ -1,0 +1,159 @@
+"""python -m benchmarks: measure both backends against this machine's own float32 matmul peak.
+
+Prints a markdown table and writes the same figures as JSON. Every figure is the median of several
+timed repeats after a warm-up, with the spread (min to max) beside it:
+
+    peak       a large float32 matmul in NumPy and in torch (2 n^3 FLOP each)
+    training   one training step of the kid at the default batch, float32, CPU, for torch_gpt and
+               numpy_gpt, each in a child process: ms/step, tokens/s, GFLOP/s, fraction of the peak,
+               and the child's peak resident memory
+    sampling   500 new characters at batch 1 from a 6-character prompt, with the KV cache and with a
+               full recompute for every character: characters/s
+
+--quick runs everything at toy sizes in seconds (CI runs it so the benchmarks never rot; it asserts
+nothing about speed).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from numpy_gpt import GPTConfig
+from numpy_gpt.cli import run_cli
+
+from .loops import QUICK, flops_per_step, sampler, time_calls
+
+
+def summary(times):
+    """median and spread of a list of seconds"""
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def matmul_peak(n, repeats):
+    """GFLOP/s of an n x n x n float32 matmul, NumPy and torch, median of repeats after one warm-up."""
+    import torch
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out = {}
+    for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
+        t = summary(time_calls(fn, warmup=1, repeats=repeats))
+        out[name] = {"n": n, "seconds": t, "gflops": 2 * n ** 3 / t["median"] / 1e9,
+                     "gflops_min": 2 * n ** 3 / t["max"] / 1e9, "gflops_max": 2 * n ** 3 / t["min"] / 1e9}
+    return out
+
+
+def training(backend, quick, repeats):
+    """Time one backend's training step in a child process -> dict of figures."""
+    cmd = [sys.executable, "-m", "benchmarks.loops", "--backend", backend, "--repeats", str(repeats)]
+    if quick:
+        cmd += ["--quick", "--warmup", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr}")
+    child = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"seconds": summary(child["times"]), "peak_rss_mib": child["peak_rss_mib"],
+            "rss_before_loop_mib": child["rss_before_mib"]}
+
+
+def sampling(backend, use_cache, config, n_new, repeats):
+    t = summary(time_calls(sampler(backend, config, use_cache, n_new), warmup=1, repeats=repeats))
+    return {"seconds": t, "chars_per_s": n_new / t["median"], "chars_per_s_min": n_new / t["max"],
+            "chars_per_s_max": n_new / t["min"]}
+
+
+def machine():
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def run(quick, repeats):
+    config = QUICK if quick else GPTConfig()
+    batch = 32
+    r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
+         "flops_per_step": flops_per_step(config, batch)}
+    say = lambda m: print(m, file=sys.stderr, flush=True)   # noqa: E731
+    say("measuring the float32 matmul peak ...")
+    r["peak"] = matmul_peak(512 if quick else 4096, 3 if quick else repeats)
+    r["peak_gflops"] = max(v["gflops"] for v in r["peak"].values())
+    r["train"] = {}
+    for backend in ("torch", "numpy"):
+        say(f"timing {backend} training steps ...")
+        t = training(backend, quick, 3 if quick else repeats)
+        med = t["seconds"]["median"]
+        t.update(ms_per_step=med * 1e3, tokens_per_s=batch * config.block_size / med,
+                 gflops=r["flops_per_step"] / med / 1e9, fraction_of_peak=r["flops_per_step"] / med / 1e9 / r["peak_gflops"])
+        r["train"][backend] = t
+    r["numpy_over_torch"] = r["train"]["numpy"]["ms_per_step"] / r["train"]["torch"]["ms_per_step"]
+    n_new = 50 if quick else 500
+    r["sample"] = {}
+    for backend in ("numpy", "torch"):
+        for use_cache in (True, False):
+            say(f"timing {backend} sampling, {'KV cache' if use_cache else 'full recompute'} ...")
+            r["sample"][f"{backend} {'cache' if use_cache else 'recompute'}"] = sampling(
+                backend, use_cache, config, n_new, 2 if quick else 5)
+    r["sample_chars"] = n_new
+    return r
+
+
+def table(r):
+    m = r["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}, torch {m['torch']} "
+             f"({m['torch_threads']} threads){'; --quick (toy sizes)' if r['quick'] else ''}.",
+             f"Model {r['config']}, batch {r['batch_size']}; one step = {r['flops_per_step'] / 1e9:.1f} GFLOP "
+             f"(6 x matmul params x tokens + 12 x L x T x C x tokens).", "",
+             "| measurement | median | spread (min to max) | GFLOP/s | of peak | peak memory |",
+             "|---|---|---|---|---|---|"]
+    for name, p in r["peak"].items():
+        s = p["seconds"]
+        lines.append(f"| float32 matmul peak, {name} ({p['n']}^3) | {s['median'] * 1e3:.1f} ms | "
+                     f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {p['gflops']:.0f} | "
+                     f"{p['gflops'] / r['peak_gflops']:.0%} | |")
+    for name, t in r["train"].items():
+        s = t["seconds"]
+        lines.append(f"| training step, {name}_gpt | {t['ms_per_step']:.1f} ms ({t['tokens_per_s'] / 1e3:.1f}k tok/s) | "
+                     f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {t['gflops']:.0f} | "
+                     f"{t['fraction_of_peak']:.0%} | {t['peak_rss_mib']:.0f} MiB "
+                     f"({t['peak_rss_mib'] - t['rss_before_loop_mib']:.0f} in the loop) |")
+    lines.append(f"| numpy_gpt step / torch_gpt step | {r['numpy_over_torch']:.2f} x | | | | |")
+    for name, t in r["sample"].items():
+        backend, mode = name.split()
+        lines.append(f"| sampling {r['sample_chars']} chars, batch 1, {backend}_gpt, "
+                     f"{'KV cache' if mode == 'cache' else 'full recompute'} | {t['chars_per_s']:.0f} chars/s | "
+                     f"{t['chars_per_s_min']:.0f} to {t['chars_per_s_max']:.0f} chars/s | | | |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="toy sizes, seconds in all (for CI)")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats per training figure")
+    p.add_argument("--json", default="out/benchmarks.json", help="where to write the figures as JSON")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    r = run(args.quick, args.repeats)
+    r["wall_s"] = time.perf_counter() - start
+    print(table(r))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(r, indent=2))
+    print(f"\n(figures also in {args.json}; {r['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
