@@ -44,13 +44,15 @@ def random_batch(config, batch_size, rng):
 
 
 def numpy_train_step(config, batch_size):
-    """-> step(): one numpy_gpt training step (forward, backward, clipping, AdamW), float32."""
+    """-> step(): one numpy_gpt training step (forward with dropout, backward, clipping, AdamW), float32."""
     params = init_params(config, seed=0)
     state = adamw_init(params)
     batch = random_batch(config, batch_size, np.random.default_rng(0))
 
+    rng = np.random.default_rng(1)
+
     def step():
-        _, _, _, cache = gpt_forward(params, config, *batch)
+        _, _, _, cache = gpt_forward(params, config, *batch, DEFAULTS.dropout, rng)
         grads, _ = clip_grad_norm(gpt_backward(params, config, cache), DEFAULTS.grad_clip)
         adamw_step(params, grads, state, DEFAULTS.lr, (DEFAULTS.beta1, DEFAULTS.beta2),
                    weight_decay=DEFAULTS.weight_decay)
@@ -65,13 +67,13 @@ def torch_train_step(config, batch_size, compile=False):
 
     from torch_gpt.model import GPT
     from torch_gpt.train import accumulate_gradients, make_optimizer, optimizer_step
-    model = GPT(config)
+    model = GPT(config, dropout=DEFAULTS.dropout)
     optimizer = make_optimizer(model, DEFAULTS, torch.device("cpu"))
     train_model = torch.compile(model) if compile else model
     x, y = (torch.from_numpy(a) for a in random_batch(config, batch_size, np.random.default_rng(0)))
 
     def step():
-        accumulate_gradients(train_model, [(x, y)], contextlib.nullcontext(), world=1)
+        accumulate_gradients(train_model, [(x, y, 0)], contextlib.nullcontext(), world=1)
         optimizer_step(model, optimizer, DEFAULTS.lr, DEFAULTS.grad_clip)
     return step
 

@@ -53,6 +53,8 @@ def training_parser(prog, description):
     g.add_argument("--beta1", type=float, default=0.9)
     g.add_argument("--beta2", type=float, default=0.99)
     g.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm; 0 turns it off")
+    g.add_argument("--dropout", type=float, default=0.1,
+                   help="probability of dropping each entry of a residual branch, in training")
     g = p.add_argument_group("model (defaults: the kid)")
     g.add_argument("--n-layer", type=int, default=kid.n_layer)
     g.add_argument("--n-head", type=int, default=kid.n_head)
@@ -76,6 +78,8 @@ def check_training_args(args):
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1} and {args.beta2}")
     if args.weight_decay < 0 or args.grad_clip < 0:
         raise UserError("--weight-decay and --grad-clip must be 0 or more")
+    if not 0 <= args.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     return args
 
 

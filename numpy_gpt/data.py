@@ -134,3 +134,9 @@ def eval_batches(ids, n_batches, batch_size, block_size, seed):
     """Fixed batches for measuring loss: the same ones at every evaluation, and in every backend."""
     rng = np.random.default_rng([seed, 0xE7A1])
     return [get_batch(ids, batch_size, block_size, rng) for _ in range(n_batches)]
+
+
+def dropout_seed(seed, step, micro_batch=0):
+    """A seed for the dropout masks of one micro-batch of one step, keyed like batch_rng, so a resumed
+    run, and W ranks x K micro-batches, draw the same masks as the run they stand for."""
+    return int(np.random.SeedSequence([seed, step, micro_batch, 0xD0]).generate_state(1)[0])

@@ -194,6 +194,27 @@ def gelu_backward(dout, cache):
 
 
 # ------------------------------------------------------------------------------------------------
+# dropout, in training only: zero each entry with probability p and scale the others by 1 / (1 - p),
+# so the expected output is the input (Srivastava et al. 2014). The model applies it to each residual
+# branch, just before the branch is added back to the stream.
+
+
+def dropout_forward(x, p, rng):
+    """x (...), p in [0, 1), rng a numpy Generator -> out (...). Saves the scaled mask (None if p is 0)."""
+    if p == 0:
+        return x, None
+    mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) / (1.0 - p)   # (...) 0 or 1/(1-p)
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    """dout (...) -> dx (...)."""
+    mask = cache
+    # forward: out = x * mask
+    return dout if mask is None else dout * mask
+
+
+# ------------------------------------------------------------------------------------------------
 # residual connection: out = x + f(x). The gradient copies to both paths; the model adds the two
 # paths back together with a visible `+`.
 

@@ -10,9 +10,9 @@ import math
 import numpy as np
 
 from .layers import (attention_forward, attention_backward, cross_entropy_forward, cross_entropy_backward,
-                     embedding_forward, embedding_backward, gelu_forward, gelu_backward, layernorm_forward,
-                     layernorm_backward, linear_forward, linear_backward, residual_forward, residual_backward,
-                     softmax, split_heads)
+                     dropout_forward, dropout_backward, embedding_forward, embedding_backward, gelu_forward,
+                     gelu_backward, layernorm_forward, layernorm_backward, linear_forward, linear_backward,
+                     residual_forward, residual_backward, softmax, split_heads)
 
 
 def param_shapes(config):
@@ -53,12 +53,14 @@ def num_params(params):
     return sum(p.size for p in params.values())
 
 
-def gpt_forward(params, config, idx, targets=None):
+def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None):
     """idx (B, T) ints, targets (B, T) ints or None -> (logits, loss, acts, cache).
 
     logits (B, T, V); loss a scalar, or None without targets.
     acts:  every named activation, the names torch_gpt uses too (parity compares them one by one).
     cache: each layer's cache, by layer name, for gpt_backward.
+    dropout: the probability of dropping each entry of a residual branch (training only; rng draws the
+    masks). The default 0 is the model itself, as evaluation, sampling and parity use it.
     """
     acts, cache = {}, {}
     x, cache["embed"] = embedding_forward(idx, params["wte.weight"], params["wpe.weight"])   # (B, T, C)
@@ -75,6 +77,7 @@ def gpt_forward(params, config, idx, targets=None):
         q, k, v, att, _ = cache[p + "attn"]
         acts.update({p + "ln_1": h, p + "attn.q": q, p + "attn.k": k, p + "attn.v": v,
                      p + "attn.att": att, p + "attn.y": y, p + "attn.c_proj": a})
+        a, cache[p + "attn.dropout"] = dropout_forward(a, dropout, rng)
         x, _ = residual_forward(x, a)
         acts[p + "res_attn"] = x
         # x = x + mlp(ln_2(x))
@@ -85,6 +88,7 @@ def gpt_forward(params, config, idx, targets=None):
         m, cache[p + "mlp.c_proj"] = linear_forward(g, params[p + "mlp.c_proj.weight"],
                                                     params[p + "mlp.c_proj.bias"])              # (B, T, C)
         acts.update({p + "ln_2": h, p + "mlp.c_fc": f, p + "mlp.gelu": g, p + "mlp.c_proj": m})
+        m, cache[p + "mlp.dropout"] = dropout_forward(m, dropout, rng)
         x, _ = residual_forward(x, m)
         acts[p + "res_mlp"] = x
     h, cache["ln_f"] = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])        # (B, T, C)
@@ -110,6 +114,7 @@ def gpt_backward(params, config, cache):
         p = f"h.{l}."
         # forward: x = x + mlp(ln_2(x))
         dx_skip, dm = residual_backward(dx, None)
+        dm = dropout_backward(dm, cache[p + "mlp.dropout"])
         dg, grads[p + "mlp.c_proj.weight"], grads[p + "mlp.c_proj.bias"] = linear_backward(dm, cache[p + "mlp.c_proj"])
         df = gelu_backward(dg, cache[p + "mlp.gelu"])                                            # (B, T, 4C)
         dh, grads[p + "mlp.c_fc.weight"], grads[p + "mlp.c_fc.bias"] = linear_backward(df, cache[p + "mlp.c_fc"])
@@ -117,6 +122,7 @@ def gpt_backward(params, config, cache):
         dx = dx_skip + dh                       # the two paths into x meet again
         # forward: x = x + attn(ln_1(x))
         dx_skip, da = residual_backward(dx, None)
+        da = dropout_backward(da, cache[p + "attn.dropout"])
         dy, grads[p + "attn.c_proj.weight"], grads[p + "attn.c_proj.bias"] = linear_backward(da, cache[p + "attn.c_proj"])
         dqkv = attention_backward(dy, cache[p + "attn"])                                          # (B, T, 3C)
         dh, grads[p + "attn.c_attn.weight"], grads[p + "attn.c_attn.bias"] = linear_backward(dqkv, cache[p + "attn.c_attn"])

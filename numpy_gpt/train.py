@@ -11,7 +11,7 @@ from .checkpoint import save_weights
 from .cli import (Progress, StopRequest, check_training_args, plot_losses, prepare_data, run_cli,
                   training_parser, write_log)
 from .config import UserError
-from .data import batch_rng, get_batch
+from .data import batch_rng, dropout_seed, get_batch
 from .model import gpt_backward, gpt_forward, init_params, num_params
 from .optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 
@@ -51,7 +51,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             lr = lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps)
             x, y = get_batch(train_ids, args.batch_size, config.block_size, batch_rng(args.seed, step))
-            _, loss, _, cache = gpt_forward(params, config, x, y)
+            _, loss, _, cache = gpt_forward(params, config, x, y, args.dropout,
+                                            np.random.default_rng(dropout_seed(args.seed, step)))
             if not np.isfinite(loss):
                 raise UserError(f"the loss became {loss} at step {step}; nothing was saved. Try a lower --lr "
                                 f"(now {args.lr}) or --grad-clip 1")

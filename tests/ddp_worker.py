@@ -21,9 +21,14 @@ CPU = torch.device("cpu")
 
 
 def setup(text, batch_size=4, grad_accum=1):
-    """The settings, config and training ids that the workers and the single-process runs share."""
+    """The settings, config and training ids that the workers and the single-process runs share.
+
+    No dropout: one batch of 2b cannot have the masks of two batches of b. (The trainer test in
+    test_ddp.py compares 2 ranks with --grad-accum 2 with dropout on: their masks are the same.)
+    """
     args = check_training_args(parser().parse_args(
         ["--data", str(text), "--batch-size", str(batch_size), "--grad-accum", str(grad_accum), "--seed", "3",
+         "--dropout", "0",
          "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "32", "--eval-batches", "1"]))
     _, config, train_ids, _, _ = prepare_data(args)
     return args, config, train_ids
@@ -42,7 +47,7 @@ def main(text, out):
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     args, config, train_ids = setup(text)
-    model = GPT(config, seed=args.seed)
+    model = GPT(config, seed=args.seed, dropout=args.dropout)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     batches = micro_batches(train_ids, args, 0, rank, config.block_size, CPU)
     grads, params = one_step(model, ddp, args, batches, world)

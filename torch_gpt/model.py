@@ -63,34 +63,35 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, dropout=0.0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
+        self.dropout = dropout      # on each residual branch, in training mode only
 
     def forward(self, x, acts=None, prefix=""):
         h = self.ln_1(x)
-        x = x + self.attn(h, acts, prefix + "attn.")
+        x = x + F.dropout(self.attn(h, acts, prefix + "attn."), self.dropout, self.training)
         if acts is not None:
             acts.update({prefix + "ln_1": h, prefix + "res_attn": x})
         h = self.ln_2(x)
-        x = x + self.mlp(h, acts, prefix + "mlp.")
+        x = x + F.dropout(self.mlp(h, acts, prefix + "mlp."), self.dropout, self.training)
         if acts is not None:
             acts.update({prefix + "ln_2": h, prefix + "res_mlp": x})
         return x
 
 
 class GPT(nn.Module):
-    def __init__(self, config, seed=0, dtype=torch.float32):
+    def __init__(self, config, seed=0, dtype=torch.float32, dropout=0.0):
         """Parameters start from numpy_gpt.init_params(config, seed): the same seed gives the same
-        weights in both backends."""
+        weights in both backends. dropout: see numpy_gpt.gpt_forward (training mode only)."""
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, dropout) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.to(dtype)

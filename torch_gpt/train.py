@@ -28,7 +28,7 @@ from numpy_gpt.checkpoint import save_weights
 from numpy_gpt.cli import (Progress, StopRequest, check_training_args, plot_losses, prepare_data, run_cli,
                            training_parser, write_log)
 from numpy_gpt.config import UserError
-from numpy_gpt.data import batch_rng, get_batch
+from numpy_gpt.data import batch_rng, dropout_seed, get_batch
 from numpy_gpt.optim import lr_at
 from numpy_gpt.sampling import generate
 
@@ -38,7 +38,7 @@ from .model import GPT
 SAMPLE_PROMPT, SAMPLE_CHARS, SAMPLE_TEMPERATURE = "ROMEO:", 200, 0.8
 # the settings that shape the trajectory: a resumed run must use the same ones
 TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
-                    "beta1", "beta2", "grad_clip", "micro_batches")
+                    "beta1", "beta2", "grad_clip", "dropout", "micro_batches")
 
 
 def parser():
@@ -112,13 +112,18 @@ def sample_text(model, tokenizer, seed, device):
 
 
 def micro_batches(train_ids, args, step, rank, block_size, device):
-    """This process's --grad-accum micro-batches for one step: rank r draws micro-batches r*K .. r*K+K-1
-    (numpy_gpt.data.batch_rng), so W ranks x K micro-batches see exactly the examples that one process
-    with --grad-accum W*K sees."""
+    """This process's --grad-accum micro-batches for one step, as (x, y, dropout seed).
+
+    Rank r takes micro-batches r*K .. r*K+K-1 (numpy_gpt.data.batch_rng and dropout_seed), so W ranks
+    x K micro-batches see exactly the examples and dropout masks that one process with
+    --grad-accum W*K sees.
+    """
     out = []
     for k in range(args.grad_accum):
-        x, y = get_batch(train_ids, args.batch_size, block_size, batch_rng(args.seed, step, rank * args.grad_accum + k))
-        out.append((torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)))
+        micro = rank * args.grad_accum + k
+        x, y = get_batch(train_ids, args.batch_size, block_size, batch_rng(args.seed, step, micro))
+        out.append((torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True),
+                    dropout_seed(args.seed, step, micro)))
     return out
 
 
@@ -128,8 +133,9 @@ def accumulate_gradients(model, batches, autocast, world):
     Under DDP the gradients are averaged across ranks during the last backward only (no_sync before):
     the result is the gradient of the mean loss over all ranks' micro-batches. -> the last loss.
     """
-    for k, (x, y) in enumerate(batches):
+    for k, (x, y, seed) in enumerate(batches):
         last = k == len(batches) - 1
+        torch.manual_seed(seed)            # this micro-batch's dropout masks
         with (model.no_sync() if world > 1 and not last else contextlib.nullcontext()), autocast:
             _, loss = model(x, y)
         (loss / len(batches)).backward()
@@ -176,6 +182,20 @@ def main(argv=None):
 
     rank, world, device = init_distributed(args.device)
     args.micro_batches = world * args.grad_accum        # micro-batches of --batch-size per optimizer step
+    try:
+        status = train(args, rank, world, device)
+        if world > 1:
+            dist.barrier()          # no rank leaves while rank 0 still writes the last files
+        return status
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def train(args, rank, world, device):
+    """The training run of one process -> its exit status."""
+    out = Path(args.out)
+    kid_pt = out / "kid.pt"
     master = rank == 0
     say = print if master else (lambda *a, **k: None)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
@@ -186,7 +206,7 @@ def main(argv=None):
     if ckpt:
         check_resume(ckpt, config, tokenizer, args, kid_pt)
 
-    model = GPT(config, seed=args.seed, dtype=dtype).to(device)
+    model = GPT(config, seed=args.seed, dtype=dtype, dropout=args.dropout).to(device)
     optimizer = make_optimizer(model, args, device)
     step, log, elapsed_before = 0, [], 0.0
     if ckpt:
@@ -289,8 +309,6 @@ def main(argv=None):
                      meta={"step": step, "backend": "torch_gpt", "val_loss": log[-1]["val_loss"]})
         say(f"done: val loss {log[-1]['val_loss']:.4f} after {step} steps, "
             f"{log[-1]['elapsed_s']:.0f} s; weights in {out / 'kid.npz'}, state in {kid_pt}")
-    if world > 1:
-        dist.destroy_process_group()
     return 0
 
 
