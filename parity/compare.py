@@ -16,6 +16,8 @@ import torch
 
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
 from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.data import dropout_seed
+from numpy_gpt.model import dropout_masks
 from numpy_gpt.cli import check_training_args, training_parser
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 from torch_gpt.model import GPT
@@ -148,11 +150,12 @@ def torch_optimizer(model):
                              lr=ADAMW["lr"], betas=ADAMW["betas"], eps=1e-8, fused=True)
 
 
-def train_both(params, config, batches, lr_of_step, torch_dtype):
+def train_both(params, config, batches, lr_of_step, torch_dtype, dropout=0.0, seed=0):
     """Run len(batches) steps of the full update in both backends from the same params.
 
-    Each step: forward, backward, global-norm clipping, the learning rate lr_of_step(step), AdamW.
-    -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
+    Each step: forward with dropout (both backends draw the same masks, from one seeded NumPy stream
+    per step, as the trainers do), backward, global-norm clipping, the learning rate lr_of_step(step),
+    AdamW. -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
     """
     np_params = {k: v.copy() for k, v in params.items()}
     state = adamw_init(np_params)
@@ -162,7 +165,7 @@ def train_both(params, config, batches, lr_of_step, torch_dtype):
     for step, (x, y) in enumerate(batches):
         lr = lr_of_step(step)
         # numpy_gpt
-        _, loss, _, cache = gpt_forward(np_params, config, x, y)
+        _, loss, _, cache = gpt_forward(np_params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
         grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), ADAMW["grad_clip"])
         adamw_step(np_params, grads, state, lr, ADAMW["betas"], 1e-8, ADAMW["weight_decay"])
         np_losses.append(float(loss))
@@ -170,7 +173,12 @@ def train_both(params, config, batches, lr_of_step, torch_dtype):
         # torch_gpt
         for group in opt.param_groups:
             group["lr"] = lr
-        _, tloss = model(torch.from_numpy(x), torch.from_numpy(y))
+        masks = None
+        if dropout:
+            masks = [torch.from_numpy(m) for m in dropout_masks(config, *x.shape, dropout,
+                                                                np.random.default_rng(dropout_seed(seed, step)),
+                                                                np_params["wte.weight"].dtype)]
+        _, tloss = model(torch.from_numpy(x), torch.from_numpy(y), masks=masks)
         tloss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["grad_clip"])
         opt.step()
@@ -242,14 +250,16 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
     if steps:
         p64, _ = load_params(checkpoint, seed, np.float64, config)
         batches = [make_batch(config, seed + 1 + s, batch_size, T) for s in range(steps)]
-        np_losses, t_losses, pN, t_pN, norms = train_both(p64, config, batches, schedule(steps), torch.float64)
+        np_losses, t_losses, pN, t_pN, norms = train_both(p64, config, batches, schedule(steps), torch.float64,
+                                                          DEFAULTS.dropout, seed)
         loss_rows = [compare(f"loss at step {s}", a, b, TRAJECTORY_TOLERANCE) for s, (a, b) in
                      enumerate(zip(np_losses, t_losses))]
         worst = max(loss_rows, key=lambda r: r.max_rel)
         sections.append((f"trajectory: {steps} steps, float64 (the worst of {steps} step losses, then every "
                          f"parameter)", [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
                          compare_dicts(f"step{steps} ", pN, t_pN, TRAJECTORY_TOLERANCE)))
-        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {ADAMW['lr']:g}; "
+        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {ADAMW['lr']:g}, "
+                     f"dropout {DEFAULTS.dropout:g} (the same masks in both); "
                      f"{sum(n > ADAMW['grad_clip'] for n in norms)} of {steps} steps clipped")
     return Report(sections, notes)
 
@@ -267,5 +277,10 @@ def format_report(report, dtype, title):
             lines.append(f"| {r.name:<{width}} | {str(tuple(r.shape)):<16} | {r.max_abs:9.2e} | {r.max_rel:9.2e} | "
                          f"{r.tol:7.0e} | {'ok' if r.ok else 'FAIL'} |")
         lines.append("")
-    lines += report.notes
+    lines += ["## summary: the worst tensor of each section", "",
+              "| section | tensors | worst max rel | tensor | tol |", "|---|---:|---:|---|---:|"]
+    for section, rows in report.sections:
+        w = max(rows, key=lambda r: r.max_rel / r.tol)
+        lines.append(f"| {section} | {len(rows)} | {w.max_rel:.2e} | {w.name} | {w.tol:.0e} |")
+    lines += [""] + report.notes
     return "\n".join(lines)

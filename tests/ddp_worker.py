@@ -29,7 +29,8 @@ def setup(text, batch_size=4, grad_accum=1):
     args = check_training_args(parser().parse_args(
         ["--data", str(text), "--batch-size", str(batch_size), "--grad-accum", str(grad_accum), "--seed", "3",
          "--dropout", "0",
-         "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "32", "--eval-batches", "1"]))
+         "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "32", "--eval-batches", "1",
+         "--eval-train-batches", "1"]))
     _, config, train_ids, _, _ = prepare_data(args)
     return args, config, train_ids
 
@@ -47,9 +48,9 @@ def main(text, out):
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     args, config, train_ids = setup(text)
-    model = GPT(config, seed=args.seed, dropout=args.dropout)
+    model = GPT(config, seed=args.seed)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    batches = micro_batches(train_ids, args, 0, rank, config.block_size, CPU)
+    batches = micro_batches(train_ids, args, 0, rank, config, CPU, torch.float32)
     grads, params = one_step(model, ddp, args, batches, world)
     if rank == 0:
         np.savez(out, **{"grad " + n: g for n, g in grads.items()}, **{"param " + n: p for n, p in params.items()})

@@ -7,8 +7,10 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from numpy_gpt.layers import (attention_backward, attention_forward, cross_entropy_backward, cross_entropy_forward,
-                              embedding_backward, embedding_forward, gelu_backward, gelu_forward, layernorm_backward,
-                              layernorm_forward, linear_backward, linear_forward, residual_backward, residual_forward)
+                              embedding_backward, embedding_forward, gelu_backward, gelu_backward_textbook, gelu_forward,
+                              gelu_forward_textbook, layernorm_backward,
+                              layernorm_forward, linear_backward, linear_forward, residual_backward, residual_forward,
+                              softmax, softmax_, softmax_backward, softmax_backward_)
 
 from conftest import assert_grad_close, numeric_grad
 
@@ -110,6 +112,47 @@ def test_gelu_matches_the_tanh_formula():
     x = np.linspace(-5, 5, 101)
     expected = [0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3))) for v in x]
     np.testing.assert_allclose(gelu_forward(x)[0], expected, rtol=1e-15, atol=1e-15)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
+def test_gelu_fast_forms_equal_the_textbook_forms(seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((3, 5, 40)) * 3).astype(dtype)
+    x[0, 0, :3] = [0.0, -12.0, 12.0]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tol = 1e-15 if dtype == np.float64 else 1e-6
+    out, cache = gelu_forward(x)
+    ref, ref_cache = gelu_forward_textbook(x)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gelu_backward(dout, cache), gelu_backward_textbook(dout, ref_cache), rtol=tol * 4,
+                               atol=tol * 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
+def test_in_place_softmax_forms_equal_the_textbook_forms(T, seed, dtype):
+    """softmax_ and softmax_backward_ (attention's fast forms) against softmax and softmax_backward,
+    on causally masked rows like attention's, and the softmax backward against finite differences."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal((2, 3, T, T)) * 4).astype(dtype)
+    scores[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -np.inf
+    datt = rng.standard_normal(scores.shape).astype(dtype)
+    att = softmax(scores)
+    tol = 1e-15 if dtype == np.float64 else 1e-6
+    work = scores.copy()
+    assert softmax_(work) is work
+    np.testing.assert_allclose(work, att, rtol=0, atol=tol)
+    assert work.dtype == dtype and np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
+    expected = softmax_backward(datt, att)
+    work = datt.copy()
+    assert softmax_backward_(work, att) is work
+    np.testing.assert_allclose(work, expected, rtol=0, atol=tol * 10)
+    if dtype == np.float64 and T <= 8:
+        x = scores[0, 0, -1].copy()             # the last row: nothing masked
+        G = datt[0, 0, -1]
+        assert_grad_close(softmax_backward(G, softmax(x)), numeric_grad(lambda: np.sum(softmax(x) * G), x), "dx")
 
 
 @FD

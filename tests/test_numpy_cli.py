@@ -11,7 +11,7 @@ from numpy_gpt.checkpoint import load_weights
 from conftest import ROOT
 
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8",
-         "--eval-batches", "4"]
+         "--eval-batches", "4", "--eval-train-batches", "4"]
 
 
 def run(*args, env=None, cwd=ROOT):
@@ -62,6 +62,8 @@ def test_refuses_to_overwrite_a_trained_kid(small_text, tmp_path):
     (["--data", "/nonexistent/corpus.txt"], "data file not found: /nonexistent/corpus.txt"),
     (["--n-embd", "30", "--n-head", "4"], "n_embd (30) must be divisible by n_head (4)"),
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--eval-train-batches", "0"], "--eval-train-batches must be at least 1"),
+    (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
     (["--lr", "-1"], "--lr must be positive"),
     (["--block-size", "5000"], "the val split has 800 characters, fewer than block_size+1 = 5001"),
 ])

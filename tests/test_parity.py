@@ -80,12 +80,14 @@ def test_optimizer_step_parity_with_clipping():
     assert not np.array_equal(p1["h.0.mlp.c_fc.weight"], params["h.0.mlp.c_fc.weight"])
 
 
-def test_trajectory_50_steps_float64():
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_trajectory_50_steps_float64(dropout):
+    """50 full training steps in both backends, with and without dropout (the same masks in both)."""
     config = GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16)
     params = pc.init_params(config, 5, np.float64)
     batches = [pc.make_batch(config, 100 + s, 4) for s in range(50)]
     np_losses, t_losses, pN, t_pN, norms = pc.train_both(params, config, batches, pc.schedule(50),
-                                                         pc.DTYPES["float64"][1])
+                                                         pc.DTYPES["float64"][1], dropout, seed=3)
     assert np_losses[-1] < np_losses[0] - 0.1, "the run must actually train"
     for a, b in zip(np_losses, t_losses):
         assert abs(a - b) <= pc.TRAJECTORY_TOLERANCE * abs(b)

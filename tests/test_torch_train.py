@@ -13,6 +13,7 @@ import torch
 
 from numpy_gpt import gpt_forward
 from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.cli import training_parser
 from torch_gpt.checkpoint import load_kid
 from torch_gpt.model import GPT
 
@@ -24,6 +25,12 @@ TRAIN = ["-m", "torch_gpt.train", "--device", "cpu"]
 
 def train(text, out, *flags):
     return run(*TRAIN, "--data", str(text), "--out", str(out), *SMALL, *flags)
+
+
+def start_training(text, out, *flags, **popen):
+    """The trainer as a background process, one thread, to be stopped or killed by the test."""
+    return subprocess.Popen([sys.executable, *TRAIN, "--data", str(text), "--out", str(out), *SMALL, *flags],
+                            cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), text=True, **popen)
 
 
 def read_log(out):
@@ -58,6 +65,9 @@ def test_training_cuts_the_loss_and_writes_every_artifact(small_text, tmp_path):
     assert same_weights(out / "kid.npz", out / "checkpoints" / "step_00040.npz")
     kid = load_kid(out / "kid.pt")
     assert kid["step"] == 40 and kid["vocab"] == load_weights(out / "kid.npz")[2]
+    report = run("-m", "torch_gpt.report", "--out", str(out))
+    assert report.returncode == 0 and f"val loss {log[-1]['val_loss']:.4f}" in report.stdout
+    assert report.stdout.count("**step ") == 3 and log[-1]["sample"] in report.stdout
 
 
 def test_kid_pt_kid_npz_and_numpy_gpt_agree(small_text, tmp_path):
@@ -94,9 +104,7 @@ def test_stop_and_resume_is_bit_identical(small_text, tmp_path, signum):
     straight = tmp_path / "straight"
     assert train(small_text, straight, *flags).returncode == 0
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, *TRAIN, "--data", str(small_text), "--out", str(stopped), *SMALL,
-                             *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = start_training(small_text, stopped, *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_log_step(stopped, proc, 100)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
@@ -117,9 +125,7 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(small_text, tm
     straight = tmp_path / "straight"
     assert train(small_text, straight, *flags).returncode == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *TRAIN, "--data", str(small_text), "--out", str(killed), *SMALL,
-                             *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = start_training(small_text, killed, *flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_log_step(killed, proc, 100)
     time.sleep(0.05)
     proc.kill()
@@ -167,7 +173,8 @@ def test_resume_with_other_flags(small_text, tmp_path):
     result = run(*TRAIN, "--data", str(small_text), "--out", str(out), "--resume", *SMALL, "--n-layer", "2", "--steps", "4")
     assert_user_error(result, "was trained with n_layer=1 (flags say 2)")
     result = train(small_text, out, "--resume", "--steps", "4", "--lr", "0.5")
-    assert_user_error(result, "was trained with --lr 0.002 (flags say 0.5)")
+    default_lr = training_parser("", "").get_default("lr")
+    assert_user_error(result, f"was trained with --lr {default_lr} (flags say 0.5)")
     assert (out / "kid.pt").read_bytes() == before
 
 

@@ -5,6 +5,9 @@ Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab, 
 forward() uses F.scaled_dot_product_attention. Pass acts={} and it takes the explicit path instead:
 a masked softmax you can read, which fills acts with every intermediate activation under the names
 numpy_gpt.gpt_forward uses. tests/test_torch_model.py checks that the two paths agree.
+
+Dropout masks are not drawn here: the trainer draws them with numpy_gpt.model.dropout_masks, from the
+same seeded NumPy stream numpy_gpt uses, and passes them in. So both backends drop the same entries.
 """
 import math
 
@@ -14,6 +17,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from numpy_gpt.model import init_params
+
+GELU_K = math.sqrt(2 / math.pi)
+
+
+class TanhGELU(torch.autograd.Function):
+    """GELU with the tanh approximation, the function nn.GELU(approximate="tanh") computes.
+
+    gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+            = x sigmoid(2u)         since 0.5 (1 + tanh(u)) = sigmoid(2u)
+
+    The second form is the same function, but torch's CPU sigmoid is about 7x faster than its tanh:
+    with the built-in, GELU was the slowest op of a CPU training step after the matmuls.
+    tests/test_torch_model.py checks it, forward and backward, against nn.GELU(approximate="tanh").
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        s = x * x
+        s.mul_(2 * GELU_K * 0.044715).add_(2 * GELU_K).mul_(x).sigmoid_()        # sigmoid(2u)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, s = ctx.saved_tensors
+        # d/dx [x s] = s + x s (1 - s) d(2u)/dx,   d(2u)/dx = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        dx = x * x
+        dx.mul_(6 * GELU_K * 0.044715).add_(2 * GELU_K).mul_(x)                  # x d(2u)/dx
+        return dx.mul_(1 - s).add_(1).mul_(s).mul_(dout)
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,12 +82,11 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x, acts=None, prefix=""):
         f = self.c_fc(x)                                            # (B, T, 4C)
-        g = self.gelu(f)                                            # (B, T, 4C)
+        g = TanhGELU.apply(f)                                       # (B, T, 4C)
         out = self.c_proj(g)                                        # (B, T, C)
         if acts is not None:
             acts.update({prefix + "c_fc": f, prefix + "gelu": g, prefix + "c_proj": out})
@@ -63,35 +94,37 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config, dropout=0.0):
+    def __init__(self, config):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
-        self.dropout = dropout      # on each residual branch, in training mode only
 
-    def forward(self, x, acts=None, prefix=""):
+    def forward(self, x, acts=None, prefix="", masks=(None, None)):
+        """masks: the dropout masks (B, T, C) of the two residual branches, or None for no dropout."""
         h = self.ln_1(x)
-        x = x + F.dropout(self.attn(h, acts, prefix + "attn."), self.dropout, self.training)
+        a = self.attn(h, acts, prefix + "attn.")
+        x = x + (a if masks[0] is None else a * masks[0])
         if acts is not None:
             acts.update({prefix + "ln_1": h, prefix + "res_attn": x})
         h = self.ln_2(x)
-        x = x + F.dropout(self.mlp(h, acts, prefix + "mlp."), self.dropout, self.training)
+        m = self.mlp(h, acts, prefix + "mlp.")
+        x = x + (m if masks[1] is None else m * masks[1])
         if acts is not None:
             acts.update({prefix + "ln_2": h, prefix + "res_mlp": x})
         return x
 
 
 class GPT(nn.Module):
-    def __init__(self, config, seed=0, dtype=torch.float32, dropout=0.0):
+    def __init__(self, config, seed=0, dtype=torch.float32):
         """Parameters start from numpy_gpt.init_params(config, seed): the same seed gives the same
-        weights in both backends. dropout: see numpy_gpt.gpt_forward (training mode only)."""
+        weights in both backends."""
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.h = nn.ModuleList([Block(config, dropout) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.to(dtype)
@@ -104,17 +137,19 @@ class GPT(nn.Module):
     def numpy_params(self):
         return {name: t.detach().cpu().numpy().copy() for name, t in self.state_dict().items()}
 
-    def forward(self, idx, targets=None, acts=None):
+    def forward(self, idx, targets=None, acts=None, masks=None):
         """idx (B, T), targets (B, T) or None -> (logits (B, T, V), loss or None).
 
         With acts (a dict), every intermediate activation is recorded in it, via explicit attention.
+        masks: for training with dropout, the 2 * n_layer masks of numpy_gpt.model.dropout_masks, as
+        tensors on the model's device; None (evaluation, sampling, parity) is the model without dropout.
         """
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe.weight[:T]                     # (B, T, C)
         if acts is not None:
             acts["embed"] = x
         for l, block in enumerate(self.h):
-            x = block(x, acts, f"h.{l}.")
+            x = block(x, acts, f"h.{l}.", (None, None) if masks is None else masks[2 * l:2 * l + 2])
         h = self.ln_f(x)
         logits = self.lm_head(h)                                    # (B, T, V)
         loss = None

@@ -25,16 +25,18 @@ import torch
 import torch.distributed as dist
 
 from numpy_gpt.checkpoint import save_weights
-from numpy_gpt.cli import (Progress, StopRequest, check_training_args, plot_losses, prepare_data, run_cli,
-                           training_parser, write_log)
+from numpy_gpt.cli import (Progress, StopRequest, check_training_args, keep_freed_memory, plot_losses,
+                           prepare_data, run_cli, training_parser, write_log)
 from numpy_gpt.config import UserError
 from numpy_gpt.data import batch_rng, dropout_seed, get_batch
+from numpy_gpt.model import dropout_masks
 from numpy_gpt.optim import lr_at
 from numpy_gpt.sampling import generate
 
 from .checkpoint import load_kid, save_kid
 from .model import GPT
 
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 SAMPLE_PROMPT, SAMPLE_CHARS, SAMPLE_TEMPERATURE = "ROMEO:", 200, 0.8
 # the settings that shape the trajectory: a resumed run must use the same ones
 TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
@@ -111,19 +113,25 @@ def sample_text(model, tokenizer, seed, device):
     return SAMPLE_PROMPT + tokenizer.decode(tokens)
 
 
-def micro_batches(train_ids, args, step, rank, block_size, device):
-    """This process's --grad-accum micro-batches for one step, as (x, y, dropout seed).
+def micro_batches(train_ids, args, step, rank, config, device, dtype):
+    """This process's --grad-accum micro-batches for one step, as (x, y, dropout masks or None).
 
     Rank r takes micro-batches r*K .. r*K+K-1 (numpy_gpt.data.batch_rng and dropout_seed), so W ranks
     x K micro-batches see exactly the examples and dropout masks that one process with
-    --grad-accum W*K sees.
+    --grad-accum W*K sees. The masks come from numpy_gpt.model.dropout_masks: the ones numpy_gpt's
+    trainer draws for the same step.
     """
     out = []
     for k in range(args.grad_accum):
         micro = rank * args.grad_accum + k
-        x, y = get_batch(train_ids, args.batch_size, block_size, batch_rng(args.seed, step, micro))
-        out.append((torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True),
-                    dropout_seed(args.seed, step, micro)))
+        x, y = get_batch(train_ids, args.batch_size, config.block_size, batch_rng(args.seed, step, micro))
+        masks = None
+        if args.dropout > 0:
+            rng = np.random.default_rng(dropout_seed(args.seed, step, micro))
+            masks = [torch.from_numpy(m).to(device, non_blocking=True) for m in
+                     dropout_masks(config, *x.shape, args.dropout, rng, NUMPY_DTYPES[dtype])]
+        out.append((torch.from_numpy(x).to(device, non_blocking=True),
+                    torch.from_numpy(y).to(device, non_blocking=True), masks))
     return out
 
 
@@ -133,11 +141,10 @@ def accumulate_gradients(model, batches, autocast, world):
     Under DDP the gradients are averaged across ranks during the last backward only (no_sync before):
     the result is the gradient of the mean loss over all ranks' micro-batches. -> the last loss.
     """
-    for k, (x, y, seed) in enumerate(batches):
+    for k, (x, y, masks) in enumerate(batches):
         last = k == len(batches) - 1
-        torch.manual_seed(seed)            # this micro-batch's dropout masks
         with (model.no_sync() if world > 1 and not last else contextlib.nullcontext()), autocast:
-            _, loss = model(x, y)
+            _, loss = model(x, y, masks=masks)
         (loss / len(batches)).backward()
     return loss
 
@@ -180,6 +187,7 @@ def main(argv=None):
         raise UserError(f"{out} already holds a run ({kid_pt.name if kid_pt.exists() else 'kid.npz'}); pass "
                         f"--resume to continue it, or --out DIR to start another")
 
+    keep_freed_memory()
     rank, world, device = init_distributed(args.device)
     args.micro_batches = world * args.grad_accum        # micro-batches of --batch-size per optimizer step
     try:
@@ -206,7 +214,7 @@ def train(args, rank, world, device):
     if ckpt:
         check_resume(ckpt, config, tokenizer, args, kid_pt)
 
-    model = GPT(config, seed=args.seed, dtype=dtype, dropout=args.dropout).to(device)
+    model = GPT(config, seed=args.seed, dtype=dtype).to(device)
     optimizer = make_optimizer(model, args, device)
     step, log, elapsed_before = 0, [], 0.0
     if ckpt:
@@ -274,7 +282,7 @@ def train(args, rank, world, device):
                 mark_time, mark_step = time.perf_counter(), step     # tokens/s counts training time only
             if step == args.steps:
                 break
-            batches = micro_batches(train_ids, args, step, rank, config.block_size, device)
+            batches = micro_batches(train_ids, args, step, rank, config, device, dtype)
             loss = accumulate_gradients(model, batches, autocast, world)
             optimizer_step(raw_model, optimizer, lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps),
                            args.grad_clip)

@@ -1,0 +1,81 @@
+"""torch_gpt's model: the fast path (scaled_dot_product_attention) equals the explicit path that parity
+reads, the sigmoid-form GELU is nn.GELU(approximate="tanh"), and dropout drops the entries numpy_gpt
+drops."""
+import numpy as np
+import pytest
+import torch
+
+from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
+from numpy_gpt.model import dropout_masks
+from torch_gpt.model import GPT, TanhGELU
+
+CONFIG = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=16)
+
+
+def batch(config, B=3, T=None, seed=0):
+    rng = np.random.default_rng(seed)
+    T = T or config.block_size
+    return (torch.from_numpy(rng.integers(0, config.vocab_size, (B, T))),
+            torch.from_numpy(rng.integers(0, config.vocab_size, (B, T))))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("T", [1, 7, 16])
+def test_fast_path_equals_explicit_path(dtype, tol, T):
+    model = GPT(CONFIG, seed=1, dtype=dtype)
+    x, y = batch(CONFIG, T=T)
+    fast_logits, fast_loss = model(x, y)
+    fast_grads = torch.autograd.grad(fast_loss, list(model.parameters()))
+    acts = {}
+    slow_logits, slow_loss = model(x, y, acts=acts)
+    slow_grads = torch.autograd.grad(slow_loss, list(model.parameters()))
+    assert "h.1.attn.att" in acts and acts["h.1.attn.att"].shape == (3, 4, T, T)
+    scale = fast_logits.abs().max()
+    assert (fast_logits - slow_logits).abs().max() <= tol * scale
+    assert abs(fast_loss.item() - slow_loss.item()) <= tol * abs(slow_loss.item())
+    for (name, _), a, b in zip(model.named_parameters(), fast_grads, slow_grads):
+        assert (a - b).abs().max() <= tol * b.abs().max(), name
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 2e-6)])
+def test_sigmoid_gelu_is_the_tanh_gelu(dtype, tol):
+    """The textbook nn.GELU(approximate="tanh"), in float64, beside the fast form: values and gradients
+    agree. (In float32 the fast form is the closer of the two: the built-in's tanh saturates early,
+    e.g. its gradient at x = -5.06 is 0 instead of -2.3e-6.)"""
+    x = torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 4
+    x[:3] = torch.tensor([0.0, -30.0, 30.0])                    # the centre and both tails
+    dout = torch.randn_like(x)
+    x64 = x.clone().requires_grad_()
+    ref = torch.nn.GELU(approximate="tanh")(x64)
+    dref, = torch.autograd.grad(ref, x64, dout)
+    x = x.to(dtype).requires_grad_()
+    out = TanhGELU.apply(x)
+    dx, = torch.autograd.grad(out, x, dout.to(dtype))
+    assert ((out.double() - ref).abs() <= tol * (1 + ref.abs())).all()
+    assert ((dx.double() - dref).abs() <= tol * (1 + dref.abs())).all()
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(TanhGELU.apply, (x[:50].detach().requires_grad_(),))
+
+
+def test_dropout_drops_what_numpy_gpt_drops():
+    """One float64 training forward and backward with dropout: given the same seeded rng, torch_gpt
+    (masks from numpy_gpt.model.dropout_masks) and numpy_gpt (masks drawn inside gpt_forward) give the
+    same loss and gradients, so the masks are the same ones, applied at the same places."""
+    params = init_params(CONFIG, seed=2, dtype=np.float64)
+    x, y = batch(CONFIG, B=4)
+    p = 0.3
+    _, np_loss, _, cache = gpt_forward(params, CONFIG, x.numpy(), y.numpy(), p, np.random.default_rng(5))
+    np_grads = gpt_backward(params, CONFIG, cache)
+
+    model = GPT(CONFIG, dtype=torch.float64)
+    model.load_numpy(params)
+    masks = [torch.from_numpy(m) for m in dropout_masks(CONFIG, 4, CONFIG.block_size, p, np.random.default_rng(5),
+                                                          np.float64)]
+    assert all(0.2 < (m == 0).double().mean() < 0.4 for m in masks)
+    _, loss = model(x, y, masks=masks)
+    loss.backward()
+    assert abs(loss.item() - np_loss) <= 1e-12 * np_loss
+    _, no_dropout = model(x, y)
+    assert abs(no_dropout.item() - np_loss) > 1e-3            # the masks did something
+    for name, t in model.named_parameters():
+        assert np.abs(t.grad.numpy() - np_grads[name]).max() <= 1e-12 * np.abs(np_grads[name]).max(), name
