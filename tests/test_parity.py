@@ -2,7 +2,7 @@
 caught and named."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import numpy_gpt.model
 import parity.compare as pc
@@ -62,8 +62,22 @@ def test_float64_parity_property(case, seed):
 @settings(max_examples=15, deadline=None)
 @given(configs(), st.integers(0, 2**32 - 1))
 def test_float32_parity_property(case, seed):
+    """float32 parity at 1e-5, where float32 can resolve the answer.
+
+    Some tiny random configs make a tensor the small difference of large terms (a LayerNorm bias
+    gradient summed over a few positions, say). There float32 itself misses the float64 answer by
+    more than 1e-6 of the tensor's scale, in either backend, and two correct float32 computations
+    differ by as much: we saw up to 5e-5, in 7 of 462 random configs. Such draws are skipped, by a
+    test on numpy_gpt alone (its float32 result against its own float64 one), which no difference
+    between the backends can pass or fail; float64 parity covers them at 1e-12.
+    """
     config, T, B = case
-    rows, _, _ = both(config, T, B, seed, "float32")
+    rows, params, grads = both(config, T, B, seed, "float32")
+    x, y = pc.make_batch(config, seed, B, T)
+    acts32, _ = pc.numpy_forward_backward(params, config, x, y)
+    acts64, grads64 = pc.numpy_forward_backward({k: v.astype(np.float64) for k, v in params.items()}, config, x, y)
+    own_error = pc.compare_dicts("", acts32, acts64, 1) + pc.compare_dicts("", grads, grads64, 1)
+    assume(max(r.max_rel for r in own_error) <= 1e-6)
     bad = [(r.name, r.max_rel) for r in rows if not r.ok]
     assert not bad, bad
 
