@@ -1,6 +1,6 @@
 """torch_gpt's model: the fast path (scaled_dot_product_attention) equals the explicit path that parity
-reads, the sigmoid-form GELU is nn.GELU(approximate="tanh"), and dropout drops the entries numpy_gpt
-drops."""
+reads, the sigmoid-form GELU is nn.GELU(approximate="tanh"), the oneDNN Linear is F.linear, and dropout
+drops the entries numpy_gpt drops."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,8 @@ import torch
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
 from numpy_gpt.layers import gelu_backward_textbook, gelu_forward_textbook
 from numpy_gpt.model import dropout_masks
-from torch_gpt.model import GPT, TanhGELU
+import torch_gpt.model
+from torch_gpt.model import GPT, Linear, OneDNNLinear, TanhGELU
 
 CONFIG = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_embd=16)
 
@@ -67,6 +68,42 @@ def test_sigmoid_gelu_is_the_tanh_gelu(dtype, tol):
     assert close(builtin, ref, tol) and close(dbuiltin, dref, tol)
     if dtype == torch.float64:
         assert torch.autograd.gradcheck(TanhGELU.apply, (x[:50].clone().requires_grad_(),))
+
+
+@pytest.mark.skipif(not torch_gpt.model.ONEDNN_LINEAR, reason="this torch or CPU has no oneDNN matmul")
+@pytest.mark.parametrize("shape, n_in, n_out, bias", [((7, 5), 5, 3, True), ((3, 16, 48), 48, 130, True),
+                                                      ((2, 9, 64), 64, 11, False)])
+def test_onednn_linear_is_f_linear(shape, n_in, n_out, bias):
+    """OneDNNLinear's output and its three gradients against float64 F.linear autograd, within the
+    float32 rounding bound of a K-term dot product: |error| <= K u sum_k |a_k b_k| (u = 2^-24; Higham,
+    Accuracy and Stability of Numerical Algorithms, 3.1). A wrong transpose or term misses by O(1).
+    The input is a strided view (as q, k, v are), and float32 F.linear meets the same bound."""
+    g = torch.Generator().manual_seed(n_out)
+    x = torch.randn(*shape[:-1], 2 * shape[-1], generator=g)[..., ::2]       # (..., n_in), not contiguous
+    w = torch.randn(n_out, n_in, generator=g)
+    b = torch.randn(n_out, generator=g) if bias else None
+    dy = torch.randn(*shape[:-1], n_out, generator=g)
+    ref_inputs = [t.double().requires_grad_() for t in (x, w)] + [b.double().requires_grad_() if bias else None]
+    ref = torch.nn.functional.linear(*ref_inputs)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], dy.double())
+    # the bound of each entry: K u times the same product with every factor in absolute value
+    u = 2.0 ** -24
+    N = x.numel() // n_in
+    bounds = [n_in * u * (x.abs() @ w.abs().T + (b.abs() if bias else 0)),           # y   (..., out)
+              n_out * u * (dy.abs() @ w.abs()),                                      # dx  (..., in)
+              N * u * (dy.reshape(N, -1).abs().T @ x.reshape(N, -1).abs()),          # dw  (out, in)
+              N * u * dy.reshape(N, -1).abs().sum(0)]                                # db  (out,)
+    for f in (OneDNNLinear.apply, torch.nn.functional.linear):
+        inputs = [t.clone().requires_grad_() for t in (x, w)] + [b.clone().requires_grad_() if bias else None]
+        out = f(*inputs)
+        grads = torch.autograd.grad(out, [t for t in inputs if t is not None], dy)
+        for got, want, bound in zip((out,) + grads, (ref,) + ref_grads, bounds):
+            assert got.shape == want.shape and got.dtype == torch.float32
+            assert ((got.double() - want).abs() <= bound.double() + 1e-30).all(), f
+    # float32 on the CPU goes through it; float64 (parity) takes F.linear
+    layer = Linear(n_in, n_out, bias=bias)
+    assert type(layer(x.requires_grad_()).grad_fn).__name__ == "OneDNNLinearBackward"
+    assert type(layer.double()(x.double()).grad_fn).__name__ != "OneDNNLinearBackward"
 
 
 def test_dropout_drops_what_numpy_gpt_drops():

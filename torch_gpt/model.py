@@ -10,6 +10,7 @@ Dropout masks are not drawn here: the trainer draws them with numpy_gpt.model.dr
 same seeded NumPy stream numpy_gpt uses, and passes them in. So both backends drop the same entries.
 """
 import math
+import platform
 
 import numpy as np
 import torch
@@ -54,12 +55,61 @@ def gelu(f):
     return TanhGELU.apply(f) if f.requires_grad else F.gelu(f, approximate="tanh")
 
 
+# oneDNN's matmul kernels, where this torch has them: x86-64 CPUs, float32 (see Linear)
+ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+                 and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b, as F.linear, on oneDNN's kernels instead of the BLAS torch calls for float32 matmuls.
+
+    Why: torch's CPU float32 matmul is MKL's sgemm, and MKL takes its AVX2 code path on AMD CPUs even
+    where they have AVX-512. oneDNN (bundled with torch) picks its kernels by instruction set, not by
+    vendor. On this project's AMD EPYC machine its matmuls run about twice as fast, which cuts a
+    training step of the kid by about a quarter. (On Intel CPUs both take the AVX-512 path.)
+
+    backward, from y = x W^T + b with x (N, in), W (out, in), dy (N, out):
+        dx = dy W          (N, in):   oneDNN again, with W^T (in, out) as its weight
+        dW = dy^T x        (out, in): computed as (x^T dy)^T, the form oneDNN runs fastest
+        db = sum_n dy      (out,)
+    tests/test_torch_model.py checks all three against F.linear's autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")       # (..., out)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1])                                          # (N, out)
+        x2 = x.reshape(-1, x.shape[-1])                                             # (N, in)
+        dx = torch.ops.mkldnn._linear_pointwise(dy, weight.t(), None, "none", [], "")     # (..., in)
+        dweight = torch.ops.mkldnn._linear_pointwise(x2.t(), dy2.t(), None, "none", [], "").t()  # (out, in)
+        dbias = dy2.sum(0) if ctx.has_bias else None                                # (out,)
+        return dx, dweight, dbias
+
+
+class Linear(nn.Linear):
+    """nn.Linear, on oneDNN's kernels (OneDNNLinear) for float32 on an x86-64 CPU. The same parameters,
+    names and function; only the matmul routine differs. Under torch.compile, the compiler picks its
+    own matmul kernels."""
+
+    def forward(self, x):
+        if (ONEDNN_LINEAR and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not torch.compiler.is_compiling()):
+            return OneDNNLinear.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)   # q, k, v for all heads at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)   # q, k, v for all heads at once
+        self.c_proj = Linear(config.n_embd, config.n_embd)
 
     def forward(self, x, acts=None, prefix=""):
         B, T, C = x.shape
@@ -87,8 +137,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x, acts=None, prefix=""):
         f = self.c_fc(x)                                            # (B, T, 4C)
@@ -132,7 +182,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.to(dtype)
         self.load_numpy(init_params(config, seed, np.float64 if dtype == torch.float64 else np.float32))
 
