@@ -3,7 +3,8 @@
 Prints a markdown table and writes the same figures as JSON. Every figure is the median of several
 timed repeats after a warm-up, with the spread (min to max) beside it:
 
-    peak       a large float32 matmul in NumPy and in torch (2 n^3 FLOP each)
+    peak       a large float32 matmul (2 n^3 FLOP) by each routine: NumPy's, torch's mm, and the oneDNN
+               kernel torch_gpt's Linear uses on x86-64; the fastest of them is the machine's peak
     training   one training step of the kid at the default batch, float32, CPU, for torch_gpt and
                numpy_gpt, each in a child process: ms/step, tokens/s, GFLOP/s, fraction of the peak,
                and the child's peak resident memory
@@ -37,13 +38,19 @@ def summary(times):
 
 
 def matmul_peak(n, repeats):
-    """GFLOP/s of an n x n x n float32 matmul, NumPy and torch, median of repeats after one warm-up."""
+    """GFLOP/s of an n x n x n float32 matmul, median of repeats after one warm-up, by each routine the
+    backends use: NumPy's BLAS, torch's (MKL on x86), and the oneDNN kernel of torch_gpt's Linear."""
     import torch
+
+    import torch_gpt.model
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    routines = [("numpy", lambda: a @ b), ("torch mm", lambda: ta @ tb)]
+    if torch_gpt.model.ONEDNN_LINEAR:
+        routines.append(("torch oneDNN", lambda: torch.ops.mkldnn._linear_pointwise(ta, tb, None, "none", [], "")))
     out = {}
-    for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
+    for name, fn in routines:
         t = summary(time_calls(fn, warmup=1, repeats=repeats))
         out[name] = {"n": n, "seconds": t, "gflops": 2 * n ** 3 / t["median"] / 1e9,
                      "gflops_min": 2 * n ** 3 / t["max"] / 1e9, "gflops_max": 2 * n ** 3 / t["min"] / 1e9}

@@ -100,10 +100,21 @@ def test_onednn_linear_is_f_linear(shape, n_in, n_out, bias):
         for got, want, bound in zip((out,) + grads, (ref,) + ref_grads, bounds):
             assert got.shape == want.shape and got.dtype == torch.float32
             assert ((got.double() - want).abs() <= bound.double() + 1e-30).all(), f
-    # float32 on the CPU goes through it; float64 (parity) takes F.linear
-    layer = Linear(n_in, n_out, bias=bias)
-    assert type(layer(x.requires_grad_()).grad_fn).__name__ == "OneDNNLinearBackward"
-    assert type(layer.double()(x.double()).grad_fn).__name__ != "OneDNNLinearBackward"
+
+
+def test_linear_takes_onednn_for_large_float32_inputs_only():
+    """Linear runs OneDNNLinear on float32 inputs of ONEDNN_MIN_ROWS rows or more, and F.linear for
+    fewer rows (sampling's one-position steps) and for float64 (parity)."""
+    layer = Linear(8, 4)
+    rows = torch_gpt.model.ONEDNN_MIN_ROWS
+
+    def backward_of(x):
+        return type(layer(x.requires_grad_()).grad_fn).__name__
+
+    assert (backward_of(torch.randn(2, rows // 2, 8)) == "OneDNNLinearBackward") == torch_gpt.model.ONEDNN_LINEAR
+    assert backward_of(torch.randn(2, rows // 2 - 1, 8)) != "OneDNNLinearBackward"
+    layer.double()
+    assert backward_of(torch.randn(2, rows, 8, dtype=torch.float64)) != "OneDNNLinearBackward"
 
 
 def test_dropout_drops_what_numpy_gpt_drops():

@@ -58,6 +58,9 @@ def gelu(f):
 # oneDNN's matmul kernels, where this torch has them: x86-64 CPUs, float32 (see Linear)
 ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
                  and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+# below this many rows (positions x batch) a oneDNN call costs more than it saves: sampling's
+# one-position steps took 3x longer on it (benchmarks: sampling with the KV cache)
+ONEDNN_MIN_ROWS = 64
 
 
 class OneDNNLinear(torch.autograd.Function):
@@ -93,13 +96,13 @@ class OneDNNLinear(torch.autograd.Function):
 
 
 class Linear(nn.Linear):
-    """nn.Linear, on oneDNN's kernels (OneDNNLinear) for float32 on an x86-64 CPU. The same parameters,
-    names and function; only the matmul routine differs. Under torch.compile, the compiler picks its
-    own matmul kernels."""
+    """nn.Linear, on oneDNN's kernels (OneDNNLinear) for float32 on an x86-64 CPU, at ONEDNN_MIN_ROWS
+    rows or more. The same parameters, names and function; only the matmul routine differs. Under
+    torch.compile, the compiler picks its own matmul kernels."""
 
     def forward(self, x):
         if (ONEDNN_LINEAR and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not torch.compiler.is_compiling()):
+                and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] and not torch.compiler.is_compiling()):
             return OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
