@@ -73,7 +73,9 @@ class OneDNNLinear(torch.autograd.Function):
 
     backward, from y = x W^T + b with x (N, in), W (out, in), dy (N, out):
         dx = dy W          (N, in):   oneDNN again, with W^T (in, out) as its weight
-        dW = dy^T x        (out, in): computed as (x^T dy)^T, the form oneDNN runs fastest
+        dW = dy^T x        (out, in): oneDNN copies the transposed operand it takes as input and reads
+                                      the one it takes as weight in place, so the narrower of x and dy
+                                      goes in as the input: (x^T dy)^T if in <= out, else dy^T x
         db = sum_n dy      (out,)
     tests/test_torch_model.py checks all three against F.linear's autograd.
     """
@@ -90,7 +92,10 @@ class OneDNNLinear(torch.autograd.Function):
         dy2 = dy.reshape(-1, dy.shape[-1])                                          # (N, out)
         x2 = x.reshape(-1, x.shape[-1])                                             # (N, in)
         dx = torch.ops.mkldnn._linear_pointwise(dy, weight.t(), None, "none", [], "")     # (..., in)
-        dweight = torch.ops.mkldnn._linear_pointwise(x2.t(), dy2.t(), None, "none", [], "").t()  # (out, in)
+        if x2.shape[1] <= dy2.shape[1]:
+            dweight = torch.ops.mkldnn._linear_pointwise(x2.t(), dy2.t(), None, "none", [], "").t()  # (out, in)
+        else:
+            dweight = torch.ops.mkldnn._linear_pointwise(dy2.t(), x2.t(), None, "none", [], "")      # (out, in)
         dbias = dy2.sum(0) if ctx.has_bias else None                                # (out,)
         return dx, dweight, dbias
 
