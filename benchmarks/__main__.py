@@ -7,7 +7,8 @@ timed repeats after a warm-up, with the spread (min to max) beside it:
                kernel torch_gpt's Linear uses on x86-64; the fastest of them is the machine's peak
     training   one training step of the kid at the default batch, float32, CPU, for torch_gpt and
                numpy_gpt, each in a child process: ms/step, tokens/s, GFLOP/s, fraction of the peak,
-               and the child's peak resident memory
+               and the child's peak resident memory; and where torch_gpt's Linear runs on oneDNN,
+               torch_gpt again with torch's own mm instead, to show what oneDNN buys
     sampling   500 new characters at batch 1 from a 6-character prompt, with the KV cache and with a
                full recompute for every character: characters/s
 
@@ -88,12 +89,17 @@ def machine():
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
+TRAINING_ROWS = {"torch": "torch_gpt", "torch-mm": "torch_gpt, Linear on torch's mm", "numpy": "numpy_gpt"}
+
+
 def run(quick, repeats):
+    import torch_gpt.model
     config = QUICK if quick else GPTConfig()
     batch = 32
+    backends = ("torch", "torch-mm", "numpy") if torch_gpt.model.ONEDNN_LINEAR else ("torch", "numpy")
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
          "flops_per_step": flops_per_step(config, batch)}
-    stages, done, start = 7, 0, time.perf_counter()      # peak, 2 training loops, 4 samplers
+    stages, done, start = 5 + len(backends), 0, time.perf_counter()      # peak, training loops, 4 samplers
 
     def say(what):
         """One progress line per stage, to stderr, with the time so far and a rough ETA."""
@@ -106,8 +112,8 @@ def run(quick, repeats):
     r["peak"] = matmul_peak(512 if quick else 4096, 3 if quick else repeats)
     r["peak_gflops"] = max(v["gflops"] for v in r["peak"].values())
     r["train"] = {}
-    for backend in ("torch", "numpy"):
-        say(f"timing {backend} training steps ...")
+    for backend in backends:
+        say(f"timing {TRAINING_ROWS[backend]} training steps ...")
         t = training(backend, quick, 3 if quick else repeats)
         med = t["seconds"]["median"]
         t.update(ms_per_step=med * 1e3, tokens_per_s=batch * config.block_size / med,
@@ -140,7 +146,7 @@ def table(r):
                      f"{p['gflops'] / r['peak_gflops']:.0%} | |")
     for name, t in r["train"].items():
         s = t["seconds"]
-        lines.append(f"| training step, {name}_gpt | {t['ms_per_step']:.1f} ms ({t['tokens_per_s'] / 1e3:.1f}k tok/s) | "
+        lines.append(f"| training step, {TRAINING_ROWS[name]} | {t['ms_per_step']:.1f} ms ({t['tokens_per_s'] / 1e3:.1f}k tok/s) | "
                      f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {t['gflops']:.0f} | "
                      f"{t['fraction_of_peak']:.0%} | {t['peak_rss_mib']:.0f} MiB "
                      f"({t['peak_rss_mib'] - t['rss_before_loop_mib']:.0f} in the loop) |")

@@ -125,7 +125,8 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
 def main(argv=None):
     """Child process: time one backend's training loop, then report its times and peak memory as JSON."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.loops")
-    p.add_argument("--backend", choices=["numpy", "torch", "torch-compile"], required=True)
+    p.add_argument("--backend", choices=["numpy", "torch", "torch-mm", "torch-compile"], required=True,
+                   help="torch-mm: torch_gpt with every Linear on torch's own matmul (F.linear), not oneDNN")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--warmup", type=int, default=3)
@@ -133,6 +134,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     keep_freed_memory()                 # as the trainers do
     config = QUICK if args.quick else GPTConfig()
+    if args.backend == "torch-mm":
+        import torch_gpt.model
+        torch_gpt.model.ONEDNN_LINEAR = False
     if args.backend == "numpy":
         step = numpy_train_step(config, args.batch_size)
     else:

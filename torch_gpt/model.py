@@ -106,8 +106,8 @@ class Linear(nn.Linear):
     torch.compile, the compiler picks its own matmul kernels."""
 
     def forward(self, x):
-        if (ONEDNN_LINEAR and x.dtype == torch.float32 and x.device.type == "cpu"
-                and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] and not torch.compiler.is_compiling()):
+        if (x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] and ONEDNN_LINEAR and x.dtype == torch.float32
+                and x.device.type == "cpu" and not torch.compiler.is_compiling()):
             return OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
