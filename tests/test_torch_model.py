@@ -86,10 +86,11 @@ def test_onednn_linear_is_f_linear(shape, n_in, n_out, bias):
     ref_inputs = [t.double().requires_grad_() for t in (x, w)] + [b.double().requires_grad_() if bias else None]
     ref = torch.nn.functional.linear(*ref_inputs)
     ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], dy.double())
-    # the bound of each entry: K u times the same product with every factor in absolute value
+    # the bound of each entry: K u times the same sum with every term in absolute value (K terms: the
+    # products, and the bias where there is one)
     u = 2.0 ** -24
     N = x.numel() // n_in
-    bounds = [n_in * u * (x.abs() @ w.abs().T + (b.abs() if bias else 0)),           # y   (..., out)
+    bounds = [(n_in + bias) * u * (x.abs() @ w.abs().T + (b.abs() if bias else 0)),  # y   (..., out)
               n_out * u * (dy.abs() @ w.abs()),                                      # dx  (..., in)
               N * u * (dy.reshape(N, -1).abs().T @ x.reshape(N, -1).abs()),          # dw  (out, in)
               N * u * dy.reshape(N, -1).abs().sum(0)]                                # db  (out,)

@@ -59,7 +59,7 @@ def gelu(f):
 ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
                  and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 # below this many rows (positions x batch) a oneDNN call costs more than it saves: sampling's
-# one-position steps took 3x longer on it (benchmarks: sampling with the KV cache)
+# one-position steps ran 2 to 3x slower on it (benchmarks: sampling with the KV cache)
 ONEDNN_MIN_ROWS = 64
 
 
