@@ -1,0 +1,93 @@
+"""python -m peek {show,export,build,serve}: look inside a trained kid. --help on each lists its flags."""
+import argparse
+import sys
+from pathlib import Path
+
+from numpy_gpt.cli import run_cli
+from numpy_gpt.config import UserError
+
+
+def add_model_arguments(p):
+    p.add_argument("--checkpoint", default="out/kid.npz",
+                   help="weights in the project's format: out/kid.npz, a snapshot in out/checkpoints/, ...")
+    p.add_argument("--log", default=None,
+                   help="the run's log.jsonl (default: beside the checkpoint, or one folder up for a snapshot)")
+    p.add_argument("--prompt", default=None,
+                   help="the text to run through the kid (default: ROMEO:, where the vocabulary has it)")
+    p.add_argument("--data", default=None,
+                   help="the training text, for character counts and a passage of real text (default: "
+                        "data/tinyshakespeare.txt when it is there and has the checkpoint's vocabulary)")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m peek", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{show,export,build,serve}")
+    show = sub.add_parser("show", help="print what the kid learned", description="Print what the kid learned: "
+                          "parameters, character neighbours, predictions, attention and gradients.",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(show)
+    show.add_argument("--figures", default=None, metavar="DIR",
+                      help="also write PNG figures into DIR (needs matplotlib)")
+    export = sub.add_parser("export", help="write the data a site is built from",
+                            description="Write peek.json, weights.json and weights.bin (peek/export.py "
+                                        "documents the schema).",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(export)
+    export.add_argument("--out", default="out/peek", help="folder to write the export into")
+    serve = sub.add_parser("serve", help="serve a built site on 127.0.0.1",
+                           description="Serve a built site on 127.0.0.1 and print its URL.",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from .serve import add_serve_arguments
+    add_serve_arguments(serve)
+    return p
+
+
+def load_text_for(args, chars):
+    """-> (the training text or None, its file name): --data, else the default corpus where it fits."""
+    from numpy_gpt.data import DEFAULT_CORPUS, load_text
+    if args.data is not None:
+        text = load_text(args.data)
+        if set(text) != set(chars):
+            raise UserError(f"{args.data} has other characters than the checkpoint's vocabulary; "
+                            f"pass the text the kid was trained on, or leave --data out")
+        return text, Path(args.data).name
+    if DEFAULT_CORPUS.is_file():
+        text = DEFAULT_CORPUS.read_text(encoding="utf-8", errors="replace")
+        if set(text) == set(chars):
+            return text, DEFAULT_CORPUS.name
+    return None, None
+
+
+def export_data(args):
+    from .analysis import load_kid
+    from .export import build_export
+    _, _, chars, _ = load_kid(args.checkpoint)
+    text, name = load_text_for(args, chars)
+    return build_export(args.checkpoint, args.log, args.prompt, text, name)
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.command == "show":
+        from .show import report
+        data, *_ = export_data(args)
+        if args.figures:
+            from .figures import write_figures
+            paths = write_figures(data, args.figures)
+        sys.stdout.write(report(data))
+        if args.figures:
+            print(f"\nfigures: {', '.join(str(p) for p in paths)}")
+    elif args.command == "export":
+        from .export import write_export
+        data, params, config, chars = export_data(args)
+        write_export(args.out, data, params, config, chars)
+        print(f"exported {args.checkpoint} to {args.out}/: peek.json, weights.json, weights.bin "
+              f"({4 * data['n_params']:,} bytes)")
+    elif args.command == "serve":
+        from .serve import run_serve
+        return run_serve(args)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
