@@ -21,6 +21,8 @@ def main(argv=None):
                    help="for the activations, gradients and the one-step check (the trajectory is float64)")
     p.add_argument("--steps", type=int, default=50, help="length of the float64 training trajectory; 0 skips it")
     p.add_argument("--seed", type=int, default=0, help="seeds the init (without --checkpoint) and the batches")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the summary (the worst tensor of each section) as JSON, e.g. for peek build")
     args = p.parse_args(argv)
     if args.steps < 0:
         from numpy_gpt.config import UserError
@@ -31,6 +33,8 @@ def main(argv=None):
     print(format_report(report, args.dtype, f"# parity: numpy_gpt vs torch_gpt, {args.dtype}, weights from {source}"))
     rows = report.rows()
     worst = max(rows, key=lambda r: r.max_rel / r.tol)
+    if args.json:
+        write_summary(args.json, report, args.dtype, source)
     failed = [r.name for r in rows if not r.ok]
     if failed:
         print(f"\nFAIL: {len(failed)} of {len(rows)} tensors differ beyond tolerance: {', '.join(failed[:10])}"
@@ -39,6 +43,19 @@ def main(argv=None):
     print(f"\nPASS: all {len(rows)} tensors agree; the closest to its tolerance is {worst.name} at "
           f"{worst.max_rel:.2e} (tolerance {worst.tol:.0e}); {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def write_summary(path, report, dtype, source):
+    """The summary table as JSON: per section its tensor count, worst tensor, max rel and tolerance."""
+    import json
+    from numpy_gpt.checkpoint import atomic_write
+    sections = []
+    for title, rows in report.sections:
+        w = max(rows, key=lambda r: r.max_rel / r.tol)
+        sections.append({"section": title, "tensors": len(rows), "worst": w.name, "max_rel": float(w.max_rel),
+                         "tol": float(w.tol), "ok": all(r.ok for r in rows)})
+    summary = {"dtype": dtype, "weights": source, "ok": report.ok, "sections": sections}
+    atomic_write(path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
 
 
 if __name__ == "__main__":

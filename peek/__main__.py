@@ -34,6 +34,17 @@ def parser():
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_arguments(export)
     export.add_argument("--out", default="out/peek", help="folder to write the export into")
+    build = sub.add_parser("build", help="write the static site",
+                           description="Write the static site: ten steps through the kid on its real weights, "
+                                       "ending in a playground where it writes in the browser tab.",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(build)
+    build.add_argument("--export", default=None, metavar="DIR",
+                       help="build from this export (python -m peek export) instead of the checkpoint")
+    build.add_argument("--parity", default=None, metavar="JSON",
+                       help="parity's summary (python -m parity --json) for step 9 (default: parity.json "
+                            "beside the checkpoint, when it is there)")
+    build.add_argument("--out", default="site", help="folder to write the site into")
     serve = sub.add_parser("serve", help="serve a built site on 127.0.0.1",
                            description="Serve a built site on 127.0.0.1 and print its URL.",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -83,6 +94,15 @@ def main(argv=None):
         write_export(args.out, data, params, config, chars)
         print(f"exported {args.checkpoint} to {args.out}/: peek.json, weights.json, weights.bin "
               f"({4 * data['n_params']:,} bytes)")
+    elif args.command == "build":
+        from .build import build_site
+        parity = args.parity
+        if parity is None and (Path(args.checkpoint).parent / "parity.json").is_file():
+            parity = Path(args.checkpoint).parent / "parity.json"
+        pages = build_site(args.out, args.export if args.export else export_data(args), parity)
+        size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+        print(f"built {len(pages)} pages into {args.out}/ ({size / 1e6:.1f} MB); "
+              f"serve it with: python -m peek serve --dir {args.out}")
     elif args.command == "serve":
         from .serve import run_serve
         return run_serve(args)

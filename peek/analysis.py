@@ -109,15 +109,16 @@ def default_prompt(chars):
     return "".join(c for c in chars if not c.isspace())[:8] or chars[:8]
 
 
-def prompt_view(params, config, chars, prompt, k=5, gradients=True):
+def prompt_view(params, config, chars, prompt, k=5, gradients=True, attention=True):
     """Run the prompt through the model -> a dict of plain lists (JSON-ready):
 
     ids          (T,) the prompt's token ids
     probs        (T, V) the next-character distribution at each position: softmax of the logits
     top          (T, k) the k most likely next characters at each position, as [id, probability]
     losses       (T,) -log p(the prompt's next character) at each position; None at the last
-    attention    (L, H, T, T) the attention probabilities of every layer and head (row: the query)
-    strongest    (L, H, T) for each query position, the key position it attends to most
+    attention    (L, H, T, T) the attention probabilities of every layer and head (row: the query);
+                 None with attention=False
+    strongest    (L, H, T) for each query position, the key position it attends to most (or None)
     gradients    with gradients=True and T >= 2, one backward pass of the mean loss over the T - 1
                  positions whose next character is known:
         loss     that mean loss
@@ -133,14 +134,14 @@ def prompt_view(params, config, chars, prompt, k=5, gradients=True):
     probs = softmax(logits[0])                                          # (T, V)
     logprobs = np.log(np.maximum(probs, 1e-300))                        # (T, V)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :min(k, config.vocab_size)]   # (T, k)
-    attention = np.stack([acts[f"h.{l}.attn.att"][0] for l in range(config.n_layer)])  # (L, H, T, T)
+    att = np.stack([acts[f"h.{l}.attn.att"][0] for l in range(config.n_layer)])       # (L, H, T, T)
     view = {
         "text": prompt, "ids": [int(i) for i in ids],
         "probs": probs.tolist(),
         "top": [[[int(j), float(probs[t, j])] for j in row] for t, row in enumerate(order)],
         "losses": [float(-logprobs[t, ids[t + 1]]) for t in range(len(ids) - 1)] + [None],
-        "attention": attention.tolist(),
-        "strongest": attention.argmax(axis=-1).tolist(),
+        "attention": att.tolist() if attention else None,
+        "strongest": att.argmax(axis=-1).tolist() if attention else None,
         "gradients": None,
     }
     if gradients and len(ids) >= 2:

@@ -25,8 +25,8 @@ H n_head, T a prompt's length, k the neighbours and top guesses kept (5):
     prompt              peek.analysis.prompt_view of the sample prompt: text, ids (T,), probs (T, V),
                         top (T, k), losses (T,), attention (L, H, T, T), strongest (L, H, T),
                         gradients {loss, inputs (T,), params [[name, norm], ...]} or null
-    passage             the same, without gradients, for block_size characters of the text's
-                        validation split (null without the text)
+    passage             the same, without attention, strongest and gradients (each null), for
+                        block_size characters of the text's validation split (null without the text)
     log                 the run's evaluations from log.jsonl: [{step, train_loss, val_loss, lr,
                         tokens_per_s, elapsed_s, sample}, ...] (the last four where logged), or null
 
@@ -79,7 +79,7 @@ def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=
     }
     if counts is not None:
         data["passage"] = analysis.prompt_view(params, config, chars, passage_of(text, config.block_size),
-                                               NEIGHBOURS, gradients=False)
+                                               NEIGHBOURS, gradients=False, attention=False)
     return data, {n: p.astype(np.float32) for n, p in params.items()}, config, chars
 
 
@@ -162,10 +162,11 @@ def check_export(d):
         expect(view["text"] == "".join(chars[i] for i in view["ids"]), f"{name}.text does not match its ids")
         expect(shape_of(view["probs"]) == (T, V), f"{name}.probs is not ({T}, {V})")
         expect(len(view["top"]) == T and len(view["losses"]) == T, f"{name}.top or .losses has not {T} rows")
-        expect(shape_of(view["attention"]) == (L, H, T, T), f"{name}.attention is not ({L}, {H}, {T}, {T})")
-        expect(shape_of(view["strongest"]) == (L, H, T), f"{name}.strongest is not ({L}, {H}, {T})")
-        expect(all(abs(sum(row) - 1) < 1e-9 for layer in view["attention"] for head in layer for row in head),
-               f"{name}.attention has a row that does not sum to 1")
+        if view["attention"] is not None or name == "prompt":
+            expect(shape_of(view["attention"]) == (L, H, T, T), f"{name}.attention is not ({L}, {H}, {T}, {T})")
+            expect(shape_of(view["strongest"]) == (L, H, T), f"{name}.strongest is not ({L}, {H}, {T})")
+            expect(all(abs(sum(row) - 1) < 1e-9 for layer in view["attention"] for head in layer for row in head),
+                   f"{name}.attention has a row that does not sum to 1")
         grads = view["gradients"]
         expect(grads is None or (shape_of(grads["inputs"]) == (T,) and isinstance(grads["params"], list)),
                f"{name}.gradients is neither null nor {T} input norms with a params list")
