@@ -75,6 +75,9 @@ def test_every_page_loads_clean_with_screenshots(browser, site):
                     assert_no_problems(visit(page, url + name))
                     if name != "index.html":
                         page.wait_for_selector("body[data-ready=yes]", timeout=30_000)
+                    if name == page_name(10):                                 # the playground, after writing
+                        page.click("#play-generate")
+                        page.wait_for_selector("#play-output[data-done=yes]", timeout=60_000)
                     assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
                     assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, f"{name} overflows at {width}px"
                     screenshot(page, SHOTS / f"{name[:-5]}-{tag}.png", width)
@@ -180,3 +183,18 @@ def test_build_refuses_a_broken_export(tmp_path, damage, message):
     assert_user_error(run("-m", "peek", "build", "--export", str(tmp_path / "e"), "--out", str(tmp_path / "site")),
                       message)
     assert not (tmp_path / "site" / "index.html").exists()
+
+
+def test_the_playground_stops(browser, site):
+    with served(site["dir"]) as url, browser_page(browser, url) as page:
+        visit(page, url + page_name(10))
+        page.wait_for_selector("body[data-ready=yes]")
+        page.fill("#play-length", "10000")
+        page.click("#play-generate")
+        page.wait_for_function("document.getElementById('play-output').textContent.length > 60")
+        page.click("#play-stop")
+        page.wait_for_selector("#play-output[data-done=stopped]", timeout=30_000)
+        written = len(page.text_content("#play-output"))
+        assert 60 < written < 10000 + 6 and "stopped" in page.text_content("#play-status")
+        assert page.is_enabled("#play-generate") and not page.is_enabled("#play-stop")
+        assert_no_problems(problems(page))

@@ -58,6 +58,15 @@ function encode(text, chars) {
   return [...text].map((c) => chars.indexOf(c));
 }
 
+// a promise that resolves in a new task: the tab can paint and take clicks, without setTimeout's 4 ms clamp
+function next_task() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = resolve;
+    channel.port2.postMessage(null);
+  });
+}
+
 // softmax of a Float64Array
 function softmax(logits) {
   let max = -Infinity;
@@ -140,7 +149,7 @@ function task(d) {
   const spans = [...view.text].map((c, t) => {
     const loss = t > 0 ? view.losses[t - 1] : null;     // the surprise of seeing c after text[..t-1]
     const span = el("span", { class: "ch", text: c === "\n" ? "⏎\n" : c,
-                              style: loss === null ? "" : `background:${shade(loss / worst)}` });
+                              style: loss === null ? "" : `background:${shade(0.6 * loss / worst)}` });   // light enough to read
     span.addEventListener("mouseenter", () => guesses(t));
     return span;
   });
@@ -219,7 +228,7 @@ function embeddings(d) {
       el("p", { text: "Nearest by cosine similarity: " + d.embedding.neighbours[i]
         .map(([j, cos]) => `${show_char(chars[j])} ${fmt(cos, 2)}`).join(", ") }),
       el("p", { text: `Its ${C} numbers (red negative, blue positive):` }), strip,
-      el("pre", { class: "small", text: Array.from(row, (v) => v.toFixed(3).padStart(7)).join("").match(/.{1,56}/g).join("\n") }));
+      el("div", { class: "values" }, ...Array.from(row, (v) => el("span", { text: v.toFixed(3) }))));
   }
   detail(Math.max(0, chars.indexOf("e")));
 }
@@ -440,24 +449,28 @@ async function playground(d) {
     $("play-generate").disabled = true;
     $("play-stop").disabled = false;
     const start = performance.now();
-    let made = 0, pending = "";
-    for (const { token, logits, att } of stream) {
-      pending += chars[token];
-      context.push(token);
-      made++;
-      if (made % 8 === 0) {                       // every 8 characters, show them and hand the tab back
-        out.textContent += pending;
-        pending = "";
-        show_step(logits, att, context.slice(0, -1));
-        $("play-status").textContent = `${made} of ${s.length} characters`;
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        if (me.stop) break;
+    let made = 0, pending = "", step = null;
+    while (!me.stop) {
+      // write for one frame's worth of time (16 ms), then show it and hand the tab back to the browser
+      for (const frame_end = performance.now() + 16; performance.now() < frame_end; ) {
+        step = stream.next();
+        if (step.done) break;
+        pending += chars[step.value.token];
+        context.push(step.value.token);
+        made++;
       }
+      out.textContent += pending;
+      pending = "";
+      if (step.done) break;
+      show_step(step.value.logits, step.value.att, context.slice(0, -1));
+      $("play-status").textContent = `${made} of ${s.length} characters`;
+      await next_task();
     }
     out.textContent += pending;
     const seconds = (performance.now() - start) / 1000;
     $("play-status").textContent = `${made} characters in ${seconds.toFixed(2)} s (${Math.round(made / seconds)} characters/s)` +
       (me.stop ? ", stopped" : "");
+    out.dataset.charsPerSecond = String(made / seconds);
     out.dataset.done = me.stop ? "stopped" : "yes";
     $("play-generate").disabled = false;
     $("play-stop").disabled = true;

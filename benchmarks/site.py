@@ -1,0 +1,112 @@
+"""python -m benchmarks.site: peek's site in headless chromium, measured.
+
+    size         every file of the built site, and the total
+    first paint  first-contentful-paint of each page, served from 127.0.0.1 (the browser's own figure)
+    playground   characters/s of the playground's generation with the KV cache, as the page itself
+                 times it (500 characters from ROMEO:, streamed into the page), median of --repeats
+
+Builds the site from --checkpoint into a temporary folder, serves it with peek's own server, and
+drives Debian's chromium through playwright (pip install -e '.[dev]'; apt-get install chromium).
+"""
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from numpy_gpt.cli import run_cli
+from numpy_gpt.config import UserError
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def serve(folder):
+    """peek serve on a free port -> (process, base URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "peek", "serve", "--dir", str(folder), "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if " at http" not in line:
+        proc.kill()
+        raise UserError(f"peek serve did not start: {line.strip() or 'no output'}")
+    return proc, line.split(" at ")[1].split()[0]
+
+
+def measure(site, repeats, length):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise UserError("benchmarks.site needs playwright: pip install -e '.[dev]'") from None
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise UserError("benchmarks.site needs Debian's chromium: apt-get install chromium")
+    proc, url = serve(site)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            paints = {}
+            for page_file in sorted(site.glob("*.html"), key=lambda f: (len(f.name), f.name)):
+                page = browser.new_page()
+                page.goto(url + page_file.name, wait_until="load")
+                page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0",
+                                       timeout=30_000)
+                paints[page_file.name] = page.evaluate(
+                    "performance.getEntriesByName('first-contentful-paint')[0].startTime")
+                page.close()
+            page = browser.new_page()
+            page.goto(url + "10-playground.html")
+            page.wait_for_selector("body[data-ready=yes]", timeout=60_000)
+            page.fill("#play-prompt", "ROMEO:")
+            page.fill("#play-length", str(length))
+            rates = []
+            for i in range(repeats + 1):                         # the first run warms up the JIT
+                page.fill("#play-seed", str(i))
+                page.click("#play-generate")
+                page.wait_for_selector("#play-output[data-done=yes]", timeout=120_000)
+                rate = float(page.get_attribute("#play-output", "data-chars-per-second"))
+                if i:
+                    rates.append(rate)
+            version = browser.version
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return paints, rates, version
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.site", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="out/kid.npz", help="the kid the site is built from")
+    p.add_argument("--repeats", type=int, default=5, help="timed playground runs (after one warm-up)")
+    p.add_argument("--length", type=int, default=500, help="characters per playground run")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.length < 1:
+        raise UserError("--repeats and --length must be at least 1")
+    from peek.__main__ import main as peek_main
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        print(f"building the site from {args.checkpoint} ...", file=sys.stderr)
+        peek_main(["build", "--checkpoint", args.checkpoint, "--out", str(site)])
+        sizes = {f.relative_to(site).as_posix(): f.stat().st_size for f in site.rglob("*") if f.is_file()}
+        start = time.perf_counter()
+        paints, rates, version = measure(site, args.repeats, args.length)
+        print(f"measured in {time.perf_counter() - start:.0f} s with Chromium {version}", file=sys.stderr)
+    total = sum(sizes.values())
+    print(f"Site built from {args.checkpoint}, served from 127.0.0.1, headless Chromium {version}.\n")
+    print("| measure | value |\n|---|---|")
+    print(f"| playground generation, KV cache, {args.length} characters (median of {len(rates)}) | "
+          f"{statistics.median(rates):,.0f} characters/s (min {min(rates):,.0f}, max {max(rates):,.0f}) |")
+    print(f"| the site's total size ({len(sizes)} files) | {total / 1e6:.2f} MB |")
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    print(f"| its largest files | {', '.join(f'{n} {s / 1e6:.2f} MB' for n, s in biggest)} |")
+    print(f"| time to first paint, median over {len(paints)} pages | {statistics.median(paints.values()):.0f} ms "
+          f"(max {max(paints.values()):.0f} ms, {max(paints, key=paints.get)}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,435 @@
+// The kid in plain JavaScript: numpy_gpt's forward, its KV-cached decoding and its sampling rule, for a
+// page to run. Pure functions on typed arrays: no DOM, no dependencies, so node tests it
+// (tests/test_peek_js.py) against numpy_gpt.
+//
+// Shape key: T time, C channels, H heads, D head size (C / H), V vocab, L layers. The batch size is 1,
+// so numpy_gpt's B is dropped: its (B, T, C) is (T, C) here.
+//
+// Read it beside numpy_gpt: the same function names (layers.py, model.py, sampling.py), the same
+// parameter keys, in the same order. A tensor is a flat row-major typed array: an activation (T, C) is
+// a Float64Array of T*C numbers, row t at [t*C, (t+1)*C); a weight is a Float32Array view of
+// weights.bin, Linear weights (out, in) as torch stores them. All arithmetic is float64, so the logits
+// equal numpy_gpt's float64 run on the same float32 weights up to the order of the sums.
+
+// ------------------------------------------------------------------------------------------------
+// the weights: weights.json (the manifest) and weights.bin, as peek/weights.py writes them
+
+const FORMAT = "tiny-llm peek weights", VERSION = 1;
+const CONFIG_KEYS = ["vocab_size", "block_size", "n_layer", "n_head", "n_embd"];   // GPTConfig's fields
+
+// config -> {name: shape}, in torch_gpt's state_dict() order (numpy_gpt.model.param_shapes)
+export function param_shapes(config) {
+  const { vocab_size: V, block_size, n_layer: L, n_embd: C } = config;
+  const shapes = { "wte.weight": [V, C], "wpe.weight": [block_size, C] };
+  for (let l = 0; l < L; l++) {
+    const p = `h.${l}.`;
+    Object.assign(shapes, {
+      [p + "ln_1.weight"]: [C], [p + "ln_1.bias"]: [C],
+      [p + "attn.c_attn.weight"]: [3 * C, C], [p + "attn.c_attn.bias"]: [3 * C],
+      [p + "attn.c_proj.weight"]: [C, C], [p + "attn.c_proj.bias"]: [C],
+      [p + "ln_2.weight"]: [C], [p + "ln_2.bias"]: [C],
+      [p + "mlp.c_fc.weight"]: [4 * C, C], [p + "mlp.c_fc.bias"]: [4 * C],
+      [p + "mlp.c_proj.weight"]: [C, 4 * C], [p + "mlp.c_proj.bias"]: [C],
+    });
+  }
+  Object.assign(shapes, { "ln_f.weight": [C], "ln_f.bias": [C], "lm_head.weight": [V, C] });
+  return shapes;
+}
+
+// zlib's CRC-32 (reflected polynomial 0xEDB88320), as Python's zlib.crc32: bytes (Uint8Array) -> uint32
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  for (let k = 0; k < 8; k++) n = n & 1 ? 0xedb88320 ^ (n >>> 1) : n >>> 1;
+  return n;
+});
+
+export function crc32(bytes) {
+  let crc = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) crc = CRC_TABLE[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+// manifest: the parsed weights.json; buffer: weights.bin as an ArrayBuffer
+// -> {config, chars (an array of V one-character strings, in id order), params ({name: Float32Array})}.
+// Every problem throws an Error whose one-line message says what is wrong.
+export function load_weights(manifest, buffer) {
+  const fail = (what) => { throw new Error(`${what}; export the weights again with \`python -m peek export\``); };
+  if (manifest === null || typeof manifest !== "object" || manifest.format !== FORMAT)
+    fail(`weights.json is not a "${FORMAT}" manifest`);
+  if (manifest.version !== VERSION)
+    fail(`weights.json is version ${JSON.stringify(manifest.version)}, this page reads version ${VERSION}`);
+  const config = manifest.config;
+  if (config === null || typeof config !== "object") fail("weights.json has no config");
+  for (const key of CONFIG_KEYS)
+    if (!Number.isInteger(config[key]) || config[key] < 1)
+      fail(`weights.json: config ${key} must be a positive integer, got ${JSON.stringify(config[key])}`);
+  if (config.n_embd % config.n_head)
+    fail(`weights.json: n_embd (${config.n_embd}) is not divisible by n_head (${config.n_head})`);
+  const chars = typeof manifest.vocab === "string" ? Array.from(manifest.vocab) : [];
+  if (chars.length !== config.vocab_size)
+    fail(`weights.json: the vocabulary is not a string of vocab_size=${config.vocab_size} characters`);
+  if (!(buffer instanceof ArrayBuffer)) fail("weights.bin was not read as an ArrayBuffer");
+  if (buffer.byteLength !== manifest.bytes)
+    fail(`weights.bin has ${buffer.byteLength} bytes, its manifest says ${manifest.bytes}: it is truncated or from another export`);
+  if (new Uint8Array(Float32Array.of(1).buffer)[3] !== 0x3f)
+    throw new Error("this machine is big-endian; weights.bin is little-endian float32");
+  const tensors = new Map((Array.isArray(manifest.tensors) ? manifest.tensors : []).map((t) => [t && t.name, t]));
+  const params = {};
+  for (const [name, shape] of Object.entries(param_shapes(config))) {
+    const t = tensors.get(name);
+    if (!t || !Array.isArray(t.shape) || t.shape.join() !== shape.join())
+      fail(`weights.json: tensor ${name} is missing or not of shape [${shape.join(", ")}]`);
+    const length = shape.reduce((a, b) => a * b, 1);
+    if (t.length !== length || !Number.isInteger(t.offset) || t.offset % 4 || t.offset < 0 ||
+        t.offset + 4 * length > buffer.byteLength)
+      fail(`weights.json: tensor ${name} has length ${t.length} at offset ${t.offset}, which does not fit ` +
+           `${length} float32 values inside weights.bin`);
+    const crc = crc32(new Uint8Array(buffer, t.offset, 4 * length));
+    if (crc !== t.crc32)
+      fail(`weights.bin: tensor ${name} fails its crc32 check (${crc}, the manifest says ${t.crc32}): ` +
+           `the file is corrupt or from another export`);
+    params[name] = new Float32Array(buffer, t.offset, length);
+  }
+  return { config, chars, params };
+}
+
+// ------------------------------------------------------------------------------------------------
+// the layers (numpy_gpt/layers.py), forward only, in the order the model runs them
+
+// ids (T,) ints, wte (V, C), wpe (block_size, C) -> x (T, C)
+export function embedding_forward(ids, wte, wpe, C) {
+  const T = ids.length;
+  const x = new Float64Array(T * C);                                      // (T, C)
+  for (let t = 0; t < T; t++)
+    for (let c = 0; c < C; c++) x[t * C + c] = wte[ids[t] * C + c] + wpe[t * C + c];
+  return x;
+}
+
+// x (T, C), w (C,), b (C,) -> out (T, C): (x - mean) / sqrt(var + eps) * w + b over each row,
+// with the biased variance, as torch
+export function layernorm_forward(x, w, b, eps = 1e-5) {
+  const C = w.length, T = x.length / C;
+  const out = new Float64Array(T * C);                                    // (T, C)
+  for (let t = 0; t < T; t++) {
+    const row = t * C;
+    let mean = 0;
+    for (let c = 0; c < C; c++) mean += x[row + c];
+    mean /= C;
+    let variance = 0;
+    for (let c = 0; c < C; c++) variance += (x[row + c] - mean) * (x[row + c] - mean);
+    variance /= C;
+    const rstd = 1.0 / Math.sqrt(variance + eps);
+    for (let c = 0; c < C; c++) out[row + c] = (x[row + c] - mean) * rstd * w[c] + b[c];   // xhat * w + b
+  }
+  return out;
+}
+
+// x (T, Cin), w (Cout, Cin), b (Cout,) or null -> out (T, Cout) = x @ w.T + b
+// Nearly all of the model's multiply-adds are here, so the loops are arranged for speed: four rows of x
+// at a time share each weight they read (a prefill's T rows), and a lone row (decoding) keeps four
+// running sums so the CPU can overlap the adds. BLAS sums in yet another order; the tests allow for it.
+export function linear_forward(x, w, b, Cout) {
+  const Cin = w.length / Cout, T = x.length / Cin;
+  const out = new Float64Array(T * Cout);                                 // (T, Cout)
+  let t = 0;
+  for (; t + 4 <= T; t += 4) {                                            // rows t .. t+3
+    const x0 = t * Cin, x1 = x0 + Cin, x2 = x1 + Cin, x3 = x2 + Cin;
+    for (let o = 0; o < Cout; o++) {
+      const wrow = o * Cin;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < Cin; i++) {
+        const wi = w[wrow + i];
+        s0 += x[x0 + i] * wi;
+        s1 += x[x1 + i] * wi;
+        s2 += x[x2 + i] * wi;
+        s3 += x[x3 + i] * wi;
+      }
+      const bias = b ? b[o] : 0;
+      out[t * Cout + o] = s0 + bias;
+      out[(t + 1) * Cout + o] = s1 + bias;
+      out[(t + 2) * Cout + o] = s2 + bias;
+      out[(t + 3) * Cout + o] = s3 + bias;
+    }
+  }
+  for (; t < T; t++) {                                                    // the last T % 4 rows, one at a time
+    const xrow = t * Cin;
+    for (let o = 0; o < Cout; o++) {
+      const wrow = o * Cin;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+      for (; i + 4 <= Cin; i += 4) {
+        s0 += x[xrow + i] * w[wrow + i];
+        s1 += x[xrow + i + 1] * w[wrow + i + 1];
+        s2 += x[xrow + i + 2] * w[wrow + i + 2];
+        s3 += x[xrow + i + 3] * w[wrow + i + 3];
+      }
+      for (; i < Cin; i++) s0 += x[xrow + i] * w[wrow + i];
+      out[t * Cout + o] = (s0 + s1) + (s2 + s3) + (b ? b[o] : 0);
+    }
+  }
+  return out;
+}
+
+// softmax of x[start : start + n], in x's own memory, shifted by the max so exp never overflows -> x
+export function softmax_(x, start, n) {
+  let max = -Infinity;
+  for (let i = start; i < start + n; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = start; i < start + n; i++) sum += (x[i] = Math.exp(x[i] - max));
+  for (let i = start; i < start + n; i++) x[i] /= sum;
+  return x;
+}
+
+// qkv (T, 3C); i: 0 for q, 1 for k, 2 for v -> that third of qkv with its heads apart, (H, T, D)
+export function split_heads(qkv, i, n_head, T) {
+  const C = qkv.length / (3 * T), H = n_head, D = C / H;
+  const out = new Float64Array(H * T * D);                                // (H, T, D)
+  for (let h = 0; h < H; h++)
+    for (let t = 0; t < T; t++)
+      for (let d = 0; d < D; d++) out[(h * T + t) * D + d] = qkv[t * 3 * C + i * C + h * D + d];
+  return out;
+}
+
+// qkv (T, 3C), the output of c_attn -> {y (T, C), the heads' outputs side by side; q, k, v (H, T, D);
+// att (H, T, T), the attention probabilities}. Causal: query t attends to keys 0..t, and att is 0 above
+// the diagonal, as softmax makes of numpy_gpt's -inf mask.
+export function attention_forward(qkv, n_head, T) {
+  const C = qkv.length / (3 * T), H = n_head, D = C / H;
+  const scale = 1.0 / Math.sqrt(D);
+  const q = split_heads(qkv, 0, H, T), k = split_heads(qkv, 1, H, T), v = split_heads(qkv, 2, H, T);   // (H, T, D)
+  const att = new Float64Array(H * T * T);                                // (H, T, T)
+  const y = new Float64Array(T * C);                                      // (T, C), merge_heads(att @ v)
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < T; t++) {
+      const row = (h * T + t) * T, qrow = (h * T + t) * D;
+      for (let s = 0; s <= t; s++) {                                      // scores = (q * scale) @ k^T
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += (q[qrow + d] * scale) * k[(h * T + s) * D + d];
+        att[row + s] = dot;
+      }
+      softmax_(att, row, t + 1);                                          // the row sums to 1
+      for (let s = 0; s <= t; s++) {                                      // y = att @ v
+        const a = att[row + s], vrow = (h * T + s) * D;
+        for (let d = 0; d < D; d++) y[t * C + h * D + d] += a * v[vrow + d];
+      }
+    }
+  }
+  return { y, q, k, v, att };
+}
+
+// GELU, tanh approximation (numpy_gpt.layers.gelu_forward_textbook): x (...) -> out (...)
+const GELU_K = Math.sqrt(2.0 / Math.PI);
+
+export function gelu_forward(x) {
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const u = GELU_K * (x[i] + 0.044715 * (x[i] * x[i] * x[i]));
+    out[i] = 0.5 * x[i] * (1.0 + Math.tanh(u));                           // 0.5 * x * (1 + tanh(u))
+  }
+  return out;
+}
+
+// x (T, C), fx (T, C) -> out (T, C) = x + fx
+export function residual_forward(x, fx) {
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] + fx[i];
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// the model (numpy_gpt/model.py), evaluation mode: no dropout
+
+// ids (T,) ints, T <= block_size -> {logits (T, V), one flat Float64Array; att[l][h] (T, T), the
+// attention probabilities of head h in layer l; k[l], v[l] (H, T, D), each layer's keys and values}
+export function gpt_forward(params, config, ids) {
+  const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
+  const T = ids.length;
+  const att = [], k = [], v = [];
+  let x = embedding_forward(ids, params["wte.weight"], params["wpe.weight"], C);           // (T, C)
+  for (let l = 0; l < L; l++) {
+    const p = `h.${l}.`;
+    // x = x + attn(ln_1(x))
+    let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);      // (T, C)
+    const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (T, 3C)
+    const attn = attention_forward(qkv, H, T);                                            // y (T, C)
+    const a = linear_forward(attn.y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);    // (T, C)
+    att.push(Array.from({ length: H }, (_, i) => attn.att.subarray(i * T * T, (i + 1) * T * T)));
+    k.push(attn.k);
+    v.push(attn.v);
+    x = residual_forward(x, a);
+    // x = x + mlp(ln_2(x))
+    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);          // (T, C)
+    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (T, 4C)
+    const g = gelu_forward(f);                                                            // (T, 4C)
+    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);          // (T, C)
+    x = residual_forward(x, m);
+  }
+  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (T, C)
+  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (T, V)
+  return { logits, att, k, v };
+}
+
+// ------------------------------------------------------------------------------------------------
+// generation: the forward for one new position, with the keys and values of earlier ones cached
+
+// Room for the keys and values of every layer at every position: (L, 2, H, block_size, D), flat
+export function new_kv_cache(config) {
+  const { n_layer: L, n_head: H, n_embd: C, block_size } = config;
+  return new Float64Array(L * 2 * H * block_size * (C / H));
+}
+
+// where kv[l, i, h] starts: i is 0 for keys, 1 for values; each is (block_size, D)
+function kv_at(config, l, i, h) {
+  const { n_head: H, n_embd: C, block_size } = config;
+  return ((l * 2 + i) * H + h) * block_size * (C / H);
+}
+
+// Run the whole forward over ids (T,), keep its keys and values in kv -> {logits (V,) of the last
+// position, att[l][h] (T,) that position's attention}. The next new position is T.
+export function gpt_prefill(params, config, ids, kv) {
+  const { n_layer: L, n_head: H, vocab_size: V } = config;
+  const T = ids.length, D = config.n_embd / H;
+  const { logits, att, k, v } = gpt_forward(params, config, ids);
+  for (let l = 0; l < L; l++)
+    for (let h = 0; h < H; h++) {
+      kv.set(k[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 0, h));     // (T, D)
+      kv.set(v[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 1, h));
+    }
+  return { logits: logits.slice((T - 1) * V), att: att.map((heads) => heads.map((a) => a.slice((T - 1) * T))) };
+}
+
+// token at position pos; kv holds the keys and values of positions < pos -> {logits (V,), att[l][h]
+// (pos+1,)}. The same layers as gpt_forward for T = 1. The one new query attends to every cached
+// position, so there is nothing to mask.
+export function gpt_decode(params, config, token, pos, kv) {
+  const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
+  const D = C / H, scale = 1.0 / Math.sqrt(D);
+  const wte = params["wte.weight"], wpe = params["wpe.weight"];
+  let x = new Float64Array(C);                                                            // (1, C)
+  for (let c = 0; c < C; c++) x[c] = wte[token * C + c] + wpe[pos * C + c];
+  const att = [];
+  for (let l = 0; l < L; l++) {
+    const p = `h.${l}.`;
+    let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);
+    const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (1, 3C)
+    const y = new Float64Array(C);                                                        // (1, C)
+    att.push([]);
+    for (let head = 0; head < H; head++) {
+      const keys = kv_at(config, l, 0, head), values = kv_at(config, l, 1, head);         // (block_size, D)
+      for (let d = 0; d < D; d++) {                                                       // this position's k, v
+        kv[keys + pos * D + d] = qkv[C + head * D + d];
+        kv[values + pos * D + d] = qkv[2 * C + head * D + d];
+      }
+      const a = new Float64Array(pos + 1);                                                // (pos+1,)
+      for (let s = 0; s <= pos; s++) {                                                    // (q @ keys^T) * scale
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += qkv[head * D + d] * kv[keys + s * D + d];
+        a[s] = dot * scale;
+      }
+      softmax_(a, 0, pos + 1);
+      for (let s = 0; s <= pos; s++)                                                      // y = att @ values
+        for (let d = 0; d < D; d++) y[head * D + d] += a[s] * kv[values + s * D + d];
+      att[l].push(a);
+    }
+    const a = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);
+    x = residual_forward(x, a);
+    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);
+    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (1, 4C)
+    const g = gelu_forward(f);
+    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);
+    x = residual_forward(x, m);
+  }
+  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);
+  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (1, V)
+  return { logits, att };
+}
+
+// ------------------------------------------------------------------------------------------------
+// sampling (numpy_gpt/sampling.py): the same rule and the same numbers, so the same weights, prompt
+// and seed (rng.js's default_rng) write the same text as numpy_gpt
+
+// numpy's pairwise summation of a[start : start + n] (pairwise_sum in numpy/_core/src/umath/
+// loops_utils.h.src), which np.sum uses for float64 (in one piece up to its 8192-element buffer).
+// Summing in numpy's order makes probs.sum(), and so every probability, bit-identical to numpy's.
+export function pairwise_sum(a, start, n) {
+  if (n < 8) {
+    let res = 0.0;
+    for (let i = 0; i < n; i++) res += a[start + i];
+    return res;
+  }
+  if (n <= 128) {                                          // PW_BLOCKSIZE: 8 running sums, then the rest
+    const r = new Float64Array(8);
+    for (let j = 0; j < 8; j++) r[j] = a[start + j];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8)
+      for (let j = 0; j < 8; j++) r[j] += a[start + i + j];
+    let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[start + i];
+    return res;
+  }
+  let n2 = Math.floor(n / 2);                              // halve, at a multiple of 8
+  n2 -= n2 % 8;
+  return pairwise_sum(a, start, n2) + pairwise_sum(a, start + n2, n - n2);
+}
+
+// logits (V,) -> the next token id.
+// temperature 0 is greedy (argmax, and no random number is drawn). Otherwise the logits are divided by
+// the temperature; top_k (null for all) keeps the k most likely tokens (ties go to the lower id); top_p
+// keeps the smallest set of most likely tokens whose probability adds up to at least top_p. One uniform
+// number from rng then picks a token by inverse CDF over the kept probabilities.
+// (Math.exp may differ from np.exp in the last bit; that moves an edge of the CDF by ~1e-16 only.)
+export function sample_next(logits, rng, temperature = 1.0, top_k = null, top_p = 1.0) {
+  const V = logits.length;
+  if (temperature === 0) {
+    let best = 0;                                          // np.argmax: the first maximum
+    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  // order = argsort(-logits, kind="stable"): most likely first, ties to the lower id
+  const order = Array.from({ length: V }, (_, i) => i).sort((i, j) => (logits[j] - logits[i]) || (i - j));
+  let n = top_k === null ? V : Math.min(top_k, V);         // ranked[:top_k]
+  const first = logits[order[0]] / temperature;            // ranked[0]
+  const probs = new Float64Array(n);                       // (n,)
+  for (let r = 0; r < n; r++) probs[r] = Math.exp(logits[order[r]] / temperature - first);   // exp(ranked - ranked[0])
+  const total = pairwise_sum(probs, 0, n);                 // probs /= probs.sum()
+  for (let r = 0; r < n; r++) probs[r] /= total;
+  const cdf = new Float64Array(n);                         // cdf = cumsum(probs), left to right
+  for (let r = 0, sum = 0; r < n; r++) cdf[r] = sum += probs[r];
+  if (top_p < 1.0) {
+    let keep = 0;                                          // searchsorted(cdf, top_p): the first rank
+    while (keep < n && cdf[keep] < top_p) keep++;          // where the mass reaches top_p
+    n = Math.min(keep + 1, n);                             // probs = probs[:keep + 1]
+  }
+  const u = rng.random() * cdf[n - 1];
+  let rank = 0;                                            // searchsorted(cdf, u, side="right")
+  while (rank < n && cdf[rank] <= u) rank++;
+  return order[Math.min(rank, n - 1)];
+}
+
+// Yield {token, logits it was drawn from (V,), att[l][h] of the position those logits came from} for
+// max_new_tokens new tokens, as numpy_gpt.sampling.generate.
+//
+// prefill(ids) runs the model over a window of ids (an array), fills the KV cache and returns
+// {logits, att} of the last position; decode(token, pos) runs one new position against the cache.
+// use_cache=false calls prefill on the whole window for every token instead: the full recompute.
+//
+// Past block_size the window slides: when a new token does not fit, the window restarts at the last
+// 3/4 of block_size tokens, re-primed by one prefill, and caching goes on from there.
+export function* generate(prefill, decode, prompt_ids, max_new_tokens, block_size, rng,
+                          temperature = 1.0, top_k = null, top_p = 1.0, use_cache = true) {
+  const keep = Math.max(1, Math.floor(block_size * 3 / 4));
+  const context = Array.from(prompt_ids);
+  let start = Math.max(0, context.length - block_size);   // the window is context[start:]
+  let out = prefill(context.slice(start));
+  for (let i = 0; i < max_new_tokens; i++) {
+    const token = sample_next(out.logits, rng, temperature, top_k, top_p);
+    yield { token, logits: out.logits, att: out.att };
+    context.push(token);
+    if (context.length - start > block_size) {             // the new token does not fit: slide the window
+      start = context.length - keep;
+      out = prefill(context.slice(start));
+    } else if (use_cache) {
+      out = decode(token, context.length - start - 1);
+    } else {
+      out = prefill(context.slice(start));
+    }
+  }
+}
