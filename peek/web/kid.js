@@ -124,48 +124,59 @@ export function layernorm_forward(x, w, b, eps = 1e-5) {
 }
 
 // x (T, Cin), w (Cout, Cin), b (Cout,) or null -> out (T, Cout) = x @ w.T + b
-// Nearly all of the model's multiply-adds are here, so the loops are arranged for speed: four rows of x
-// at a time share each weight they read (a prefill's T rows), and a lone row (decoding) keeps four
-// running sums so the CPU can overlap the adds. BLAS sums in yet another order; the tests allow for it.
+// Nearly all of the model's multiply-adds are here, so the loops are blocked for speed: in a prefill,
+// four rows of x meet two rows of w at a time (eight running sums: each number read serves two or four
+// multiply-adds); a lone row (decoding) meets four rows of w at a time. BLAS sums in yet another order;
+// the tests allow for it (1e-12 of the logits' scale).
 export function linear_forward(x, w, b, Cout) {
   const Cin = w.length / Cout, T = x.length / Cin;
   const out = new Float64Array(T * Cout);                                 // (T, Cout)
+  const bias = (o) => (b ? b[o] : 0);
   let t = 0;
   for (; t + 4 <= T; t += 4) {                                            // rows t .. t+3
     const x0 = t * Cin, x1 = x0 + Cin, x2 = x1 + Cin, x3 = x2 + Cin;
-    for (let o = 0; o < Cout; o++) {
-      const wrow = o * Cin;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    let o = 0;
+    for (; o + 2 <= Cout; o += 2) {                                       // outputs o, o+1
+      const w0 = o * Cin, w1 = w0 + Cin;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
       for (let i = 0; i < Cin; i++) {
-        const wi = w[wrow + i];
-        s0 += x[x0 + i] * wi;
-        s1 += x[x1 + i] * wi;
-        s2 += x[x2 + i] * wi;
-        s3 += x[x3 + i] * wi;
+        const a = w[w0 + i], c = w[w1 + i];
+        const p = x[x0 + i], q = x[x1 + i], r = x[x2 + i], s = x[x3 + i];
+        s00 += p * a; s01 += p * c; s10 += q * a; s11 += q * c;
+        s20 += r * a; s21 += r * c; s30 += s * a; s31 += s * c;
       }
-      const bias = b ? b[o] : 0;
-      out[t * Cout + o] = s0 + bias;
-      out[(t + 1) * Cout + o] = s1 + bias;
-      out[(t + 2) * Cout + o] = s2 + bias;
-      out[(t + 3) * Cout + o] = s3 + bias;
+      const b0 = bias(o), b1 = bias(o + 1);
+      out[t * Cout + o] = s00 + b0; out[t * Cout + o + 1] = s01 + b1;
+      out[(t + 1) * Cout + o] = s10 + b0; out[(t + 1) * Cout + o + 1] = s11 + b1;
+      out[(t + 2) * Cout + o] = s20 + b0; out[(t + 2) * Cout + o + 1] = s21 + b1;
+      out[(t + 3) * Cout + o] = s30 + b0; out[(t + 3) * Cout + o + 1] = s31 + b1;
     }
+    for (; o < Cout; o++)                                                 // an odd Cout's last output
+      for (let r = 0; r < 4; r++) out[(t + r) * Cout + o] = dot(x, (t + r) * Cin, w, o * Cin, Cin) + bias(o);
   }
   for (; t < T; t++) {                                                    // the last T % 4 rows, one at a time
-    const xrow = t * Cin;
-    for (let o = 0; o < Cout; o++) {
-      const wrow = o * Cin;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
-      for (; i + 4 <= Cin; i += 4) {
-        s0 += x[xrow + i] * w[wrow + i];
-        s1 += x[xrow + i + 1] * w[wrow + i + 1];
-        s2 += x[xrow + i + 2] * w[wrow + i + 2];
-        s3 += x[xrow + i + 3] * w[wrow + i + 3];
+    const xr = t * Cin;
+    let o = 0;
+    for (; o + 4 <= Cout; o += 4) {                                       // outputs o .. o+3
+      const w0 = o * Cin, w1 = w0 + Cin, w2 = w1 + Cin, w3 = w2 + Cin;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < Cin; i++) {
+        const xi = x[xr + i];
+        s0 += xi * w[w0 + i]; s1 += xi * w[w1 + i]; s2 += xi * w[w2 + i]; s3 += xi * w[w3 + i];
       }
-      for (; i < Cin; i++) s0 += x[xrow + i] * w[wrow + i];
-      out[t * Cout + o] = (s0 + s1) + (s2 + s3) + (b ? b[o] : 0);
+      out[t * Cout + o] = s0 + bias(o); out[t * Cout + o + 1] = s1 + bias(o + 1);
+      out[t * Cout + o + 2] = s2 + bias(o + 2); out[t * Cout + o + 3] = s3 + bias(o + 3);
     }
+    for (; o < Cout; o++) out[t * Cout + o] = dot(x, xr, w, o * Cin, Cin) + bias(o);
   }
   return out;
+}
+
+// sum over i < n of a[i0 + i] * b[j0 + i]
+function dot(a, i0, b, j0, n) {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[i0 + i] * b[j0 + i];
+  return s;
 }
 
 // softmax of x[start : start + n], in x's own memory, shifted by the max so exp never overflows -> x
