@@ -6,11 +6,18 @@ timed repeats after a warm-up, with the spread (min to max) beside it:
     peak       a large float32 matmul (2 n^3 FLOP) by each routine: NumPy's, torch's mm, and the oneDNN
                kernel torch_gpt's Linear uses on x86-64; the fastest of them is the machine's peak
     training   one training step of the kid at the default batch, float32, CPU, for torch_gpt and
-               numpy_gpt, each in a child process: ms/step, tokens/s, GFLOP/s, fraction of the peak,
-               and the child's peak resident memory; and where torch_gpt's Linear runs on oneDNN,
-               torch_gpt again with torch's own mm instead, to show what oneDNN buys
+               numpy_gpt, each in a fresh child process that imports only its backend: ms/step,
+               tokens/s, GFLOP/s, fraction of the peak, and the child's own peak resident memory
+               (VmHWM, Linux only), with how far the steps took it above what was resident before
+               them; and where torch_gpt's Linear runs on oneDNN, torch_gpt again with torch's own mm
+               instead, to show what oneDNN buys
     sampling   500 new characters at batch 1 from a 6-character prompt, with the KV cache and with a
                full recompute for every character: characters/s
+
+A step's FLOPs are 6 per matmul weight per token plus 12 * L * T * C per token for attention's two
+T x T products: the PaLM (Chowdhery et al. 2022, appendix B) and nanoGPT estimate_mfu convention, which
+counts the causally masked half of the scores too. GFLOP/s and the fraction of the peak use it; the
+header also gives the step counted without the masked half (6 * L * T * C for attention).
 
 --quick runs everything at toy sizes in seconds (CI runs it so the benchmarks never rot; it asserts
 nothing about speed).
@@ -59,7 +66,8 @@ def matmul_peak(n, repeats):
 
 
 def training(backend, quick, repeats):
-    """Time one backend's training step in a child process -> dict of figures."""
+    """Time one backend's training step in a fresh child process -> dict of figures (memory in MiB,
+    None where the child could not measure it)."""
     cmd = [sys.executable, "-m", "benchmarks.loops", "--backend", backend, "--repeats", str(repeats)]
     if quick:
         cmd += ["--quick", "--warmup", "1"]
@@ -67,8 +75,8 @@ def training(backend, quick, repeats):
     if result.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr}")
     child = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"seconds": summary(child["times"]), "peak_rss_mib": child["peak_rss_mib"],
-            "rss_before_loop_mib": child["rss_before_mib"]}
+    return {"seconds": summary(child["times"]), **{k: child[k] for k in (
+        "peak_mib", "rss_before_loop_mib", "loop_peak_mib", "torch_imported")}}
 
 
 def sampling(backend, use_cache, config, n_new, repeats):
@@ -98,7 +106,8 @@ def run(quick, repeats):
     batch = 32
     backends = ("torch", "torch-mm", "numpy") if torch_gpt.model.ONEDNN_LINEAR else ("torch", "numpy")
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
-         "flops_per_step": flops_per_step(config, batch)}
+         "flops_per_step": flops_per_step(config, batch),
+         "flops_per_step_causal": flops_per_step(config, batch, causal_only=True)}
     stages, done, start = 5 + len(backends), 0, time.perf_counter()      # peak, training loops, 4 samplers
 
     def say(what):
@@ -131,12 +140,22 @@ def run(quick, repeats):
     return r
 
 
+def memory(t):
+    """'577 MiB (140 in the loop)': the child's peak, and the steps' peak above what was resident before them."""
+    if t["peak_mib"] is None:
+        return "n/a"
+    loop = "n/a" if t["loop_peak_mib"] is None else f"{t['loop_peak_mib'] - t['rss_before_loop_mib']:.0f}"
+    return f"{t['peak_mib']:.0f} MiB ({loop} in the loop)"
+
+
 def table(r):
-    m = r["machine"]
+    m, full, causal = r["machine"], r["flops_per_step"], r["flops_per_step_causal"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}, torch {m['torch']} "
              f"({m['torch_threads']} threads){'; --quick (toy sizes)' if r['quick'] else ''}.",
-             f"Model {r['config']}, batch {r['batch_size']}; one step = {r['flops_per_step'] / 1e9:.1f} GFLOP "
-             f"(6 x matmul params x tokens + 12 x L x T x C x tokens).", "",
+             f"Model {r['config']}, batch {r['batch_size']}; one step = {full / 1e9:.1f} GFLOP "
+             f"(6 x matmul params x tokens + 12 x L x T x C x tokens, the PaLM/nanoGPT count, which includes "
+             f"attention's causally masked half; counting the causal half alone, 6 x L x T x C x tokens, a step is "
+             f"{causal / 1e9:.1f} GFLOP and every training GFLOP/s below {1 - causal / full:.0%} lower).", "",
              "| measurement | median | spread (min to max) | GFLOP/s | of peak | peak memory |",
              "|---|---|---|---|---|---|"]
     for name, p in r["peak"].items():
@@ -148,8 +167,7 @@ def table(r):
         s = t["seconds"]
         lines.append(f"| training step, {TRAINING_ROWS[name]} | {t['ms_per_step']:.1f} ms ({t['tokens_per_s'] / 1e3:.1f}k tok/s) | "
                      f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {t['gflops']:.0f} | "
-                     f"{t['fraction_of_peak']:.0%} | {t['peak_rss_mib']:.0f} MiB "
-                     f"({t['peak_rss_mib'] - t['rss_before_loop_mib']:.0f} in the loop) |")
+                     f"{t['fraction_of_peak']:.0%} | {memory(t)} |")
     lines.append(f"| numpy_gpt step / torch_gpt step | {r['numpy_over_torch']:.2f} x | | | | |")
     for name, t in r["sample"].items():
         backend, mode = name.split()

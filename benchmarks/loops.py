@@ -1,11 +1,11 @@
-"""The timed loops, one backend each. Training loops run in a child process of their own
-(python -m benchmarks.loops ...), so each one's peak resident memory is its own.
+"""The timed loops, one backend each. Training loops run in a fresh child process of their own
+(python -m benchmarks.loops ...), which imports only what its backend needs (numpy_gpt's never
+imports torch) and reads its own peak resident memory from /proc/self/status.
 
 Shape key: B batch, T time, C channels, L layers, V vocab.
 """
 import argparse
 import json
-import resource
 import sys
 import time
 
@@ -21,21 +21,55 @@ DEFAULTS = check_training_args(training_parser("", "").parse_args([]))   # the t
 QUICK = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
 
-def flops_per_step(config, batch_size):
-    """6 * (matmul parameters) * tokens + attention's 12 * L * T * C per token (Kaplan et al. 2020,
-    arXiv:2001.08361, counting the full T x T scores, masked half included).
+def flops_per_step(config, batch_size, causal_only=False):
+    """FLOPs of one training step: 6 per matmul weight per token, plus 12 * L * T * C per token for
+    attention's two T x T products. The second term is the convention of PaLM (Chowdhery et al. 2022,
+    arXiv:2204.02311, appendix B) and of nanoGPT's estimate_mfu; it counts the whole T x T score
+    matrix, the causally masked half included.
 
-    Forward is 2 FLOPs per parameter per token, backward twice that. Matmul parameters: the four
-    Linear weights of each block (12 C^2) and the head (C V); embeddings, LayerNorms and biases are
-    not matmuls.
+    Weights: a forward is 2 FLOPs per weight per token (a multiply and an add), the backward twice
+    that (the gradients of the input and of the weight), so 6. The matmul weights are the four Linear
+    weights of each block (12 C^2) and the head (C V); embeddings, LayerNorms and biases are not matmuls.
+
+    Attention: per token and layer, q k^T and att v are 2 * T * C FLOPs each in the forward (all
+    heads together, H * D = C), times 3 with the backward: 12 * L * T * C. A causal kernel (torch_gpt's
+    scaled_dot_product_attention) skips the masked half above the diagonal; numpy_gpt computes it and
+    masks it. causal_only=True counts only the half a causal model needs, 6 * L * T * C (the diagonal
+    aside). Kaplan et al. 2020 (arXiv:2001.08361, table 1) count 2 * L * T * C per token for the
+    forward, the same 6 * L * T * C with the backward.
     """
     C, L, T = config.n_embd, config.n_layer, config.block_size
     matmul_params = 12 * L * C * C + C * config.vocab_size
-    return batch_size * T * (6 * matmul_params + 12 * L * T * C)
+    attention = (6 if causal_only else 12) * L * T * C
+    return batch_size * T * (6 * matmul_params + attention)
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
+def proc_status_mib(path="/proc/self/status"):
+    """-> {"VmHWM": peak resident MiB, "VmRSS": resident MiB} of this process, from Linux's /proc;
+    None where there is none (not Linux).
+
+    VmHWM belongs to this process's own address space, which exec starts afresh. getrusage's
+    ru_maxrss does not: a child that subprocess starts (vfork or fork, then exec) carries its parent's
+    peak, so under a parent holding 1 GiB it reports 1 GiB however little it uses itself.
+    """
+    try:
+        with open(path) as f:
+            fields = dict(line.split(":", 1) for line in f)
+    except OSError:
+        return None
+    if "VmHWM" not in fields or "VmRSS" not in fields:
+        return None
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS")}      # "  12345 kB"
+
+
+def reset_peak(path="/proc/self/clear_refs"):
+    """Set this process's VmHWM back to its resident size now (Linux 4.0+) -> whether that worked."""
+    try:
+        with open(path, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def random_batch(config, batch_size, rng):
@@ -123,7 +157,8 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
 
 
 def main(argv=None):
-    """Child process: time one backend's training loop, then report its times and peak memory as JSON."""
+    """Child process: time one backend's training loop, then report as JSON its times, its own peak
+    memory, and whether torch was imported."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.loops")
     p.add_argument("--backend", choices=["numpy", "torch", "torch-mm", "torch-compile"], required=True,
                    help="torch-mm: torch_gpt with every Linear on torch's own matmul (F.linear), not oneDNN")
@@ -141,9 +176,18 @@ def main(argv=None):
         step = numpy_train_step(config, args.batch_size)
     else:
         step = torch_train_step(config, args.batch_size, compile=args.backend == "torch-compile")
-    rss_before = peak_rss_mib()
+    before = proc_status_mib()          # after the model, optimizer and batch exist
+    reset = before is not None and reset_peak()
     times = time_calls(step, args.warmup, args.repeats)
-    print(json.dumps({"times": times, "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()}))
+    after = proc_status_mib()
+    print(json.dumps({
+        "times": times,
+        "torch_imported": "torch" in sys.modules,
+        # this process's peak resident memory over its whole life, or None off Linux
+        "peak_mib": after and max(before["VmHWM"], after["VmHWM"]),
+        # resident memory before the warm-up and timed steps, and the peak during them
+        "rss_before_loop_mib": before and before["VmRSS"],
+        "loop_peak_mib": after["VmHWM"] if reset else None}))
 
 
 if __name__ == "__main__":

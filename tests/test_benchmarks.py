@@ -1,15 +1,26 @@
 """python -m benchmarks --quick: every benchmark runs at toy sizes (speed is not asserted here)."""
+import copy
 import json
+
+import numpy as np
+import pytest
 
 import torch_gpt.model
 
 from test_numpy_cli import run
 
 
-def test_quick_benchmarks_run_and_report_every_figure(tmp_path):
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """-> (the finished command, its JSON figures) of one python -m benchmarks --quick."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
     result = run("-m", "benchmarks", "--quick", "--json", str(out))
     assert result.returncode == 0, result.stderr
+    return result, json.loads(out.read_text())
+
+
+def test_quick_benchmarks_run_and_report_every_figure(quick):
+    result, r = quick
     rows = ["float32 matmul peak, numpy", "float32 matmul peak, torch mm", "training step, torch_gpt |",
             "training step, numpy_gpt", "numpy_gpt step / torch_gpt step", "numpy_gpt, KV cache",
             "numpy_gpt, full recompute", "torch_gpt, KV cache", "torch_gpt, full recompute"]
@@ -17,14 +28,53 @@ def test_quick_benchmarks_run_and_report_every_figure(tmp_path):
         rows += ["float32 matmul peak, torch oneDNN", "training step, torch_gpt, Linear on torch's mm"]
     for row in rows:
         assert row in result.stdout, row
-    r = json.loads(out.read_text())
-    assert r["quick"] and r["peak_gflops"] > 0 and r["flops_per_step"] > 0
+    assert "the PaLM/nanoGPT count" in result.stdout and "Kaplan" not in result.stdout
+    assert r["quick"] and r["peak_gflops"] > 0 and r["flops_per_step"] > r["flops_per_step_causal"] > 0
     assert r["peak_gflops"] == max(p["gflops"] for p in r["peak"].values())
     for backend in ("torch", "torch-mm", "numpy") if torch_gpt.model.ONEDNN_LINEAR else ("torch", "numpy"):
         t = r["train"][backend]
         assert t["seconds"]["n"] >= 3 and t["seconds"]["min"] <= t["seconds"]["median"] <= t["seconds"]["max"]
-        assert t["peak_rss_mib"] > 0 and 0 < t["fraction_of_peak"]
+        assert 0 < t["fraction_of_peak"]
+        # on Linux every memory figure is there (off it, all are None and the table says n/a)
+        if t["peak_mib"] is not None:
+            assert 0 < t["rss_before_loop_mib"] <= t["loop_peak_mib"] <= t["peak_mib"]
+            assert f"{t['peak_mib']:.0f} MiB (" in result.stdout
+        assert t["torch_imported"] == (backend != "numpy")
     assert len(r["sample"]) == 4 and all(s["chars_per_s"] > 0 for s in r["sample"].values())
+
+
+def test_the_table_says_na_for_memory_it_could_not_measure(quick, tmp_path):
+    from benchmarks.__main__ import table
+    from benchmarks.loops import proc_status_mib, reset_peak
+    assert proc_status_mib(tmp_path / "no-proc" / "status") is None           # as off Linux
+    assert not reset_peak(tmp_path / "no-proc" / "clear_refs")
+    r = copy.deepcopy(quick[1])
+    r["train"]["torch"].update(peak_mib=None, rss_before_loop_mib=None, loop_peak_mib=None)  # no /proc
+    r["train"]["numpy"].update(loop_peak_mib=None)                                          # no clear_refs
+    rows = {line.split(" | ")[0]: line for line in table(r).splitlines()}
+    assert rows["| training step, torch_gpt"].endswith("| n/a |")
+    assert rows["| training step, numpy_gpt"].endswith(" MiB (n/a in the loop) |")
+
+
+def test_numpy_gpt_memory_is_its_own_childs_and_it_never_imports_torch():
+    """The numpy_gpt row's peak memory is its child's own, however big the parent that starts it.
+
+    The figure this benchmark used to report, getrusage's ru_maxrss in the child, fails this test: a
+    child that subprocess starts carries its parent's peak across exec (measured here: under a parent
+    holding 1 GiB, a bare python -c reported 1050 MiB by ru_maxrss and 11 MiB by VmHWM).
+    """
+    from benchmarks.__main__ import training
+    from benchmarks.loops import proc_status_mib
+    if proc_status_mib() is None:
+        pytest.skip("no /proc/self/status (not Linux): the benchmark reports memory as n/a")
+    big = np.ones(64 * 2 ** 20)                                  # 512 MiB of float64, all of it resident
+    parent_peak = proc_status_mib()["VmHWM"]
+    t = training("numpy", quick=True, repeats=1)
+    assert parent_peak > 512 and big[-1] == 1
+    # the toy model's child holds Python, NumPy and numpy_gpt: about 50 MiB; 256 leaves room and is
+    # still half of what the parent holds in big alone
+    assert t["peak_mib"] < 256, (t, parent_peak)
+    assert t["torch_imported"] is False
 
 
 def test_help():
@@ -35,6 +85,9 @@ def test_help():
 def test_flop_formula():
     from benchmarks.loops import flops_per_step
     from numpy_gpt import GPTConfig
-    # the kid: 794,752 matmul parameters (12 * 4 * 128^2 + 128 * 65), 4,096 tokens per step
+    # the kid: 794,752 matmul parameters (12 * 4 * 128^2 + 128 * 65), 4,096 tokens per step; attention
+    # 12 * L * T * C per token with the masked half of the scores (PaLM, nanoGPT), 6 * L * T * C without
     assert flops_per_step(GPTConfig(), 32) == 4096 * (6 * 794_752 + 12 * 4 * 128 * 128)
     assert round(flops_per_step(GPTConfig(), 32) / 1e9, 1) == 22.8
+    assert flops_per_step(GPTConfig(), 32, causal_only=True) == 4096 * (6 * 794_752 + 6 * 4 * 128 * 128)
+    assert round(flops_per_step(GPTConfig(), 32, causal_only=True) / 1e9, 1) == 21.1
