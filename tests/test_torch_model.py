@@ -1,9 +1,12 @@
 """torch_gpt's model: the fast path (scaled_dot_product_attention) equals the explicit path that parity
 reads, the sigmoid-form GELU is nn.GELU(approximate="tanh"), the oneDNN Linear is F.linear, and dropout
 drops the entries numpy_gpt drops."""
+import types
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
 from numpy_gpt.layers import gelu_backward_textbook, gelu_forward_textbook
@@ -70,7 +73,11 @@ def test_sigmoid_gelu_is_the_tanh_gelu(dtype, tol):
         assert torch.autograd.gradcheck(TanhGELU.apply, (x[:50].clone().requires_grad_(),))
 
 
-@pytest.mark.skipif(not torch_gpt.model.ONEDNN_LINEAR, reason="this torch or CPU has no oneDNN matmul")
+needs_onednn = pytest.mark.skipif(not torch_gpt.model.ONEDNN_LINEAR,
+                                  reason="this torch or CPU has no oneDNN matmul")
+
+
+@needs_onednn
 @pytest.mark.parametrize("shape, n_in, n_out, bias", [((7, 5), 5, 3, True), ((3, 16, 48), 48, 130, True),
                                                       ((2, 9, 64), 64, 11, False)])
 def test_onednn_linear_is_f_linear(shape, n_in, n_out, bias):
@@ -112,10 +119,167 @@ def test_linear_takes_onednn_for_large_float32_inputs_only():
     def backward_of(x):
         return type(layer(x.requires_grad_()).grad_fn).__name__
 
-    assert (backward_of(torch.randn(2, rows // 2, 8)) == "OneDNNLinearBackward") == torch_gpt.model.ONEDNN_LINEAR
+    assert (backward_of(torch.randn(2, rows // 2, 8)) == "OneDNNLinearBackward") == torch_gpt.model.onednn_usable()
     assert backward_of(torch.randn(2, rows // 2 - 1, 8)) != "OneDNNLinearBackward"
     layer.double()
     assert backward_of(torch.randn(2, rows, 8, dtype=torch.float64)) != "OneDNNLinearBackward"
+
+
+def small_linear_problem(n_in, n_out, bias=True, seed=0):
+    """x (2, 40, n_in), W (n_out, n_in), b (n_out,) or None, dy (2, 40, n_out): random, float32."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 40, n_in, generator=g)
+    w = torch.randn(n_out, n_in, generator=g)
+    b = torch.randn(n_out, generator=g) if bias else None
+    return x, w, b, torch.randn(2, 40, n_out, generator=g)
+
+
+@needs_onednn
+def test_onednn_linear_refuses_double_backward():
+    """OneDNNLinear's backward is not itself differentiable (mkldnn's op has no autograd formula): a
+    second derivative through it raises, torch's once_differentiable error where the backward reaches
+    its node. Unguarded, torch only warned, and d(|dx|^2)/dW came out as zeros, where F.linear's is not."""
+    x, w, b, _ = small_linear_problem(5, 3)
+    for f in (OneDNNLinear.apply, F.linear):
+        inputs = [t.requires_grad_() for t in (x, w, b)]
+        dx, = torch.autograd.grad(f(*inputs).pow(2).sum(), inputs[0], create_graph=True)   # 2 y W
+        if f is F.linear:
+            dw, = torch.autograd.grad(dx.pow(2).sum(), inputs[1])
+            assert dw.abs().max() > 1                                   # the true second derivative
+        else:
+            with pytest.raises(RuntimeError):                           # "... not used in the graph"
+                torch.autograd.grad(dx.pow(2).sum(), inputs[1])
+            with pytest.raises(RuntimeError, match="differentiate twice a function that was marked with "
+                                                   "@once_differentiable"):
+                dx.pow(2).sum().backward()
+
+
+@pytest.fixture
+def count_onednn_calls(monkeypatch):
+    """The list of argument tuples of every mkldnn._linear_pointwise call from here on."""
+    real, calls = torch.ops.mkldnn._linear_pointwise, []
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", counted)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("frozen", ["x", "weight"])
+def test_onednn_linear_computes_needed_gradients_only(frozen, count_onednn_calls):
+    """With x not requiring grad (a first layer's input), OneDNNLinear's backward makes no dx call and
+    returns None for it; with W and b frozen, no dW call and None for both. The gradients it does
+    compute are bit for bit those of the backward that computes all three."""
+    x, w, b, dy = small_linear_problem(24, 40)
+    full = OneDNNLinear.apply(x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+    full_grads = full.grad_fn.apply(dy)                               # (dx, dW, db), the backward itself
+    x.requires_grad_(frozen != "x")
+    w.requires_grad_(frozen != "weight")
+    b.requires_grad_(frozen != "weight")
+    out = OneDNNLinear.apply(x, w, b)
+    count_onednn_calls.clear()
+    grads = out.grad_fn.apply(dy)
+    assert len(count_onednn_calls) == 1                               # dW, or dx
+    for needed, got, want in zip((frozen != "x", frozen != "weight", frozen != "weight"), grads, full_grads):
+        assert (got is None) if not needed else torch.equal(got, want)
+
+
+@pytest.fixture
+def fresh_decision(monkeypatch):
+    """Linear's decision whether to use oneDNN (onednn_usable, made once a process) is made again at the
+    test's first Linear call, under the test's monkeypatches and without TINY_LLM_ONEDNN unless the test
+    sets it, and again after the test."""
+    monkeypatch.delenv("TINY_LLM_ONEDNN", raising=False)
+    torch_gpt.model.onednn_usable.cache_clear()
+    yield
+    torch_gpt.model.onednn_usable.cache_clear()
+
+
+def run_linear(layer, x):
+    """layer(x) twice (a first call, then one that reuses its decision), the second with its backward
+    -> (out, grads of x, W and b, the name of out's backward node)."""
+    layer(x.requires_grad_())
+    out = layer(x)
+    grads = torch.autograd.grad(out, [x, layer.weight, layer.bias], torch.ones_like(out))
+    return out, grads, type(out.grad_fn).__name__
+
+
+@needs_onednn
+def test_onednn_self_check_passes_here(fresh_decision, capsys):
+    """On this machine, oneDNN's linear passes its self-check, also when the first Linear call comes in
+    inference mode (evaluation at step 0), and Linear then runs on it without a word."""
+    assert torch_gpt.model.onednn_self_check() is None
+    layer = Linear(8, 4)
+    x = torch.randn(2, torch_gpt.model.ONEDNN_MIN_ROWS, 8)
+    with torch.inference_mode():
+        layer(x)
+    assert run_linear(layer, x)[2] == "OneDNNLinearBackward"
+    assert capsys.readouterr().err == ""
+
+
+def perturbed_op(when):
+    """The real mkldnn._linear_pointwise, but its result 0.1% too large on the calls where when(x, w)."""
+    real = getattr(torch.ops.mkldnn, "_linear_pointwise", None)          # None where needs_onednn skips
+    return lambda x, w, *rest: real(x, w, *rest) * (1.001 if when(x, w) else 1)
+
+
+def raising_op(*args):
+    raise RuntimeError("mkldnn: no kernel\nfor this shape")
+
+
+# each way the private op can fail: what stands in for it (None: no op at all), and what the one line
+# on stderr says. The backward's calls: dx = dy W takes W^T, a strided view, as its weight; dW takes
+# x^T or dy^T, strided too, as its input.
+SELF_CHECK_FAILURES = {
+    "missing": (None, "(AttributeError: "),
+    "raising": (raising_op, "(RuntimeError: mkldnn: no kernel); "),
+    "new signature": (lambda x, w, b, attr: x @ w.T, "(TypeError: "),
+    "wrong output": (perturbed_op(lambda x, w: w.is_contiguous()), "(its output y is off by"),
+    "wrong dx": (perturbed_op(lambda x, w: x.is_contiguous() and not w.is_contiguous()),
+                 "(its gradient dx is off by"),
+    "wrong dW": (perturbed_op(lambda x, w: not x.is_contiguous()), "(its gradient dW is off by"),
+}
+
+
+@needs_onednn
+@pytest.mark.parametrize("failure", list(SELF_CHECK_FAILURES))
+def test_linear_falls_back_to_f_linear_when_onednn_fails_its_self_check(failure, fresh_decision, monkeypatch,
+                                                                          capsys):
+    """If mkldnn's private op is gone, raises, has a new signature or computes a wrong output or
+    gradient, Linear says so in one line on stderr, once, and runs F.linear: the same output and
+    gradients, bit for bit, as F.linear's."""
+    op, reason = SELF_CHECK_FAILURES[failure]
+    if op is None:                          # torch.ops.mkldnn._linear_pointwise raises AttributeError
+        monkeypatch.setattr(torch.ops, "mkldnn", types.SimpleNamespace())
+    else:
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", op)
+    layer = Linear(8, 4)
+    x = torch.randn(2, torch_gpt.model.ONEDNN_MIN_ROWS, 8)
+    out, grads, backward = run_linear(layer, x)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = F.linear(x_ref, layer.weight, layer.bias)
+    ref_grads = torch.autograd.grad(ref, [x_ref, layer.weight, layer.bias], torch.ones_like(ref))
+    assert backward != "OneDNNLinearBackward"
+    assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    run_linear(layer, x)
+    err = capsys.readouterr().err
+    assert err.startswith("torch_gpt: oneDNN linear failed its self-check (") and err.count("\n") == 1, err
+    assert reason in err and err.endswith("; using F.linear\n"), err
+
+
+@needs_onednn
+@pytest.mark.parametrize("setting, onednn", [("0", False), ("1", True), ("", True)])
+def test_tiny_llm_onednn_0_turns_onednn_off(setting, onednn, fresh_decision, monkeypatch, count_onednn_calls,
+                                            capsys):
+    """TINY_LLM_ONEDNN=0 in the environment: Linear runs F.linear, never calls oneDNN (no self-check
+    either) and prints nothing. Any other value leaves oneDNN on."""
+    monkeypatch.setenv("TINY_LLM_ONEDNN", setting)
+    backward = run_linear(Linear(8, 4), torch.randn(2, torch_gpt.model.ONEDNN_MIN_ROWS, 8))[2]
+    assert (backward == "OneDNNLinearBackward") == onednn
+    assert bool(count_onednn_calls) == onednn
+    assert capsys.readouterr().err == ""
 
 
 def test_dropout_drops_what_numpy_gpt_drops():
