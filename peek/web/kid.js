@@ -382,18 +382,29 @@ export function pairwise_sum(a, start, n) {
 }
 
 // logits (V,) -> the next token id.
-// temperature 0 is greedy (argmax, and no random number is drawn). Otherwise the logits are divided by
-// the temperature; top_k (null for all) keeps the k most likely tokens (ties go to the lower id); top_p
-// keeps the smallest set of most likely tokens whose probability adds up to at least top_p. One uniform
-// number from rng then picks a token by inverse CDF over the kept probabilities.
-// (Math.exp may differ from np.exp in the last bit; that moves an edge of the CDF by ~1e-16 only.)
+// temperature 0 is greedy (argmax, and no random number is drawn). Otherwise one uniform number from
+// rng picks a token by inverse CDF over the probabilities kept_tokens leaves.
 export function sample_next(logits, rng, temperature = 1.0, top_k = null, top_p = 1.0) {
-  const V = logits.length;
   if (temperature === 0) {
     let best = 0;                                          // np.argmax: the first maximum
-    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
+  const { order, cdf } = kept_tokens(logits, temperature, top_k, top_p);
+  const n = cdf.length;
+  const u = rng.random() * cdf[n - 1];
+  let rank = 0;                                            // searchsorted(cdf, u, side="right")
+  while (rank < n && cdf[rank] <= u) rank++;
+  return order[Math.min(rank, n - 1)];
+}
+
+// logits (V,), temperature > 0 -> {order: token ids, most likely first; cdf (n,): the running sum of
+// the probabilities of order's first n tokens, the ones the rule keeps}. The logits are divided by the
+// temperature; top_k (null for all) keeps the k most likely tokens (ties go to the lower id); top_p
+// keeps the smallest set of most likely tokens whose probability adds up to at least top_p.
+// (Math.exp may differ from np.exp in the last bit; that moves an edge of the CDF by ~1e-16 only.)
+export function kept_tokens(logits, temperature = 1.0, top_k = null, top_p = 1.0) {
+  const V = logits.length;
   // order = argsort(-logits, kind="stable"): most likely first, ties to the lower id
   const order = Array.from({ length: V }, (_, i) => i).sort((i, j) => (logits[j] - logits[i]) || (i - j));
   let n = top_k === null ? V : Math.min(top_k, V);         // ranked[:top_k]
@@ -409,10 +420,7 @@ export function sample_next(logits, rng, temperature = 1.0, top_k = null, top_p 
     while (keep < n && cdf[keep] < top_p) keep++;          // where the mass reaches top_p
     n = Math.min(keep + 1, n);                             // probs = probs[:keep + 1]
   }
-  const u = rng.random() * cdf[n - 1];
-  let rank = 0;                                            // searchsorted(cdf, u, side="right")
-  while (rank < n && cdf[rank] <= u) rank++;
-  return order[Math.min(rank, n - 1)];
+  return { order, cdf: cdf.subarray(0, n) };
 }
 
 // Yield {token, logits it was drawn from (V,), att[l][h] of the position those logits came from} for

@@ -1,6 +1,6 @@
 // The pages' code: draws each step from data/peek.json (peek.export) and runs the kid (kid.js) where a
 // step is live. DOM and charts only; the model and the sampling rule live in kid.js and rng.js.
-import { load_weights, gpt_forward, gpt_prefill, gpt_decode, new_kv_cache, generate } from "./kid.js";
+import { load_weights, gpt_forward, gpt_prefill, gpt_decode, new_kv_cache, generate, kept_tokens } from "./kid.js";
 import { default_rng } from "./rng.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -283,20 +283,11 @@ function block(d) {
   $("block-params").replaceChildren(table(["tensor", "shape", "count", "mean", "std", "norm"], rows));
 }
 
-// the kept distribution of numpy_gpt.sampling.sample_next, for display: temperature, top-k, top-p
+// every token's probability after the sampling rule (kid.kept_tokens), and before it (softmax / temperature)
 function kept_distribution(logits, temperature, top_k, top_p) {
-  const order = Array.from(logits, (_, i) => i).sort((i, j) => (logits[j] - logits[i]) || (i - j));
-  const probs = softmax(order.map((i) => logits[i] / temperature));
-  let n = Math.min(top_k, probs.length), mass = 0;
-  const kept = probs.slice(0, n), total = kept.reduce((a, b) => a + b, 0);
-  for (let r = 0; r < n; r++) kept[r] /= total;
-  if (top_p < 1) {
-    let keep = 0;
-    for (mass = kept[0]; keep < n - 1 && mass < top_p; ) mass += kept[++keep];
-    n = keep + 1;
-  }
-  const sum = kept.slice(0, n).reduce((a, b) => a + b, 0);
-  return order.map((id, r) => ({ id, p: r < n ? kept[r] / sum : 0, before: probs[r] }));
+  const { order, cdf } = kept_tokens(logits, temperature, top_k, top_p);
+  const before = softmax(Array.from(logits, (z) => z / temperature)), n = cdf.length;
+  return order.map((id, r) => ({ id, p: r < n ? (cdf[r] - (r ? cdf[r - 1] : 0)) / cdf[n - 1] : 0, before: before[id] }));
 }
 
 // 7. back to letters: logits, softmax, temperature, top-k, top-p, live
@@ -315,9 +306,11 @@ async function letters(d) {
       const last = logits.subarray((ids.length - 1) * V);
       const dist = kept_distribution(last, Number(temp.value), Number(topk.value), Number(topp.value));
       const kept = dist.filter((r) => r.p > 0).length;
-      bars($("letters-bars"), dist.slice(0, 20).map((r) => [show_char(kid.chars[r.id]), r.p, r.p > 0 ? "" : "cut"]));
+      bars($("letters-bars"), dist.slice(0, 20).map((r) => r.p > 0 ? [show_char(kid.chars[r.id]), r.p]
+                                                          : [show_char(kid.chars[r.id]), r.before, "cut"]));
       $("letters-status").textContent = `The 20 most likely next characters after ${JSON.stringify(prompt.value.slice(-20))}: ` +
-        `${kept} of ${V} are kept; greyed ones are cut. Top logit ${fmt(last[dist[0].id], 2)}.`;
+        `${kept} of ${V} are kept, their probabilities scaled to add up to 1; the grey ones are cut (their bars show ` +
+        `the probability they had before the cut). Top logit ${fmt(last[dist[0].id], 2)}.`;
     } catch (e) {
       $("letters-status").textContent = e.message;
       $("letters-bars").replaceChildren();
