@@ -171,8 +171,11 @@ def body_positions(d):
 in its context: one row of <code>wpe</code>. The input to the first layer at position t is
 <code>wte[id] + wpe[t]</code>. The map shows how similar every pair of position vectors is (the
 cosine: 1 the same direction, 0 unrelated, -1 opposite). Nearby positions end up alike.</p>
-<div class="two"><canvas id="position-map" class="heat" width="512" height="512"></canvas>
-<div><div id="position-detail" class="panel"></div><div id="position-line" class="chart"></div></div></div>"""
+<div class="two"><figure class="plain"><canvas id="position-map" class="heat" width="512" height="512"></canvas>
+<figcaption class="note">Position 0 is at the top left; each row and column is one position.</figcaption></figure>
+<div id="position-detail" class="panel"></div></div>
+<h2>Each position against the next</h2>
+<div id="position-line" class="chart"></div>"""
 
 
 def body_attention(d):

@@ -123,14 +123,27 @@ function line_chart(container, series, x_label, y_label) {
   return { svg, sx, sy };
 }
 
-// a (n, n) matrix on a canvas, one cell per entry
-function heat(canvas, matrix, colour) {
-  const n = matrix.length, ctx = canvas.getContext("2d"), cell = canvas.width / n;
+// a (n, n) matrix on a canvas, one cell per entry; labels (n,), when given, go along the top and left
+function heat(canvas, matrix, colour, labels = null) {
+  const n = matrix.length, ctx = canvas.getContext("2d");
+  const margin = labels ? 18 : 0, cell = (canvas.width - margin) / n;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
   for (let i = 0; i < n; i++)
     for (let j = 0; j < n; j++) {
       ctx.fillStyle = colour(matrix[i][j]);
-      ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+      ctx.fillRect(margin + j * cell, margin + i * cell, Math.ceil(cell), Math.ceil(cell));
     }
+  if (!labels) return;
+  ctx.fillStyle = "#1d2330";
+  ctx.font = `${Math.min(13, Math.max(7, cell * 0.8))}px monospace`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  const every = Math.ceil(8 / cell);                     // skip labels that would overlap
+  for (let t = 0; t < n; t += every) {
+    ctx.fillText(labels[t], margin + (t + 0.5) * cell, margin / 2);
+    ctx.fillText(labels[t], margin / 2, margin + (t + 0.5) * cell);
+  }
 }
 
 function table(headers, rows) {
@@ -261,8 +274,8 @@ async function attention(d) {
       const { att } = gpt_forward(kid.params, kid.config, ids);
       const T = ids.length, labels = [...text.slice(-T)].map(show_char);
       $("attention-grid").replaceChildren(...att.flatMap((heads, l) => heads.map((a, h) => {
-        const canvas = el("canvas", { width: 240, height: 240, class: "heat" });
-        heat(canvas, Array.from({ length: T }, (_, i) => Array.from(a.subarray(i * T, (i + 1) * T))), shade);
+        const canvas = el("canvas", { width: 258, height: 258, class: "heat" });
+        heat(canvas, Array.from({ length: T }, (_, i) => Array.from(a.subarray(i * T, (i + 1) * T))), shade, labels);
         return el("figure", {}, canvas, el("figcaption", { text: `layer ${l}, head ${h}` }));
       })));
       $("attention-status").textContent = `${T} positions: ${labels.join(" ")}. Row i, column j: how much ` +
