@@ -1,10 +1,10 @@
 """python -m peek {show,export,build,serve}: look inside a trained kid. --help on each lists its flags."""
-import argparse
 import sys
 from pathlib import Path
 
-from numpy_gpt.cli import run_cli
+from numpy_gpt.cli import ArgumentParser, HelpFormatter, check_output, run_cli
 from numpy_gpt.config import UserError
+from numpy_gpt.data import DEFAULT_PROMPT
 
 
 def add_model_arguments(p):
@@ -13,31 +13,32 @@ def add_model_arguments(p):
     p.add_argument("--log", default=None,
                    help="the run's log.jsonl (default: beside the checkpoint, or one folder up for a snapshot)")
     p.add_argument("--prompt", default=None,
-                   help="the text to run through the kid (default: ROMEO:, where the vocabulary has it)")
+                   help=f"the text to run through the kid (default: {DEFAULT_PROMPT} where the vocabulary has its "
+                        f"characters, else the vocabulary's first 8 characters that are not white space)")
     p.add_argument("--data", default=None,
                    help="the training text, for character counts and a passage of real text (default: "
                         "data/tinyshakespeare.txt when it is there and has the checkpoint's vocabulary)")
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m peek", description=__doc__)
+    p = ArgumentParser(prog="python -m peek", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="{show,export,build,serve}")
     show = sub.add_parser("show", help="print what the kid learned", description="Print what the kid learned: "
                           "parameters, character neighbours, predictions, attention and gradients.",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=HelpFormatter)
     add_model_arguments(show)
     show.add_argument("--figures", default=None, metavar="DIR",
                       help="also write PNG figures into DIR (needs matplotlib)")
     export = sub.add_parser("export", help="write the data a site is built from",
                             description="Write peek.json, weights.json and weights.bin (peek/export.py "
                                         "documents the schema).",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
     add_model_arguments(export)
     export.add_argument("--out", default="out/peek", help="folder to write the export into")
     build = sub.add_parser("build", help="write the static site",
                            description="Write the static site: ten steps through the kid on its real weights, "
                                        "ending in a playground where it writes in the browser tab.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     add_model_arguments(build)
     build.add_argument("--export", default=None, metavar="DIR",
                        help="build from this export (python -m peek export) instead of the checkpoint")
@@ -47,7 +48,7 @@ def parser():
     build.add_argument("--out", default="site", help="folder to write the site into")
     serve = sub.add_parser("serve", help="serve a built site on 127.0.0.1",
                            description="Serve a built site on 127.0.0.1 and print its URL.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     from .serve import add_serve_arguments
     add_serve_arguments(serve)
     return p
@@ -79,6 +80,9 @@ def export_data(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    for flag in ("out", "figures"):                 # where it writes, checked before any work
+        if getattr(args, flag, None) is not None:
+            check_output(getattr(args, flag), f"--{flag}", folder=True)
     if args.command == "show":
         from .show import report
         data, *_ = export_data(args)
@@ -95,10 +99,12 @@ def main(argv=None):
         print(f"exported {args.checkpoint} to {args.out}/: peek.json, weights.json, weights.bin "
               f"({4 * data['n_params']:,} bytes)")
     elif args.command == "build":
-        from .build import build_site
+        from .build import build_site, read_parity
         parity = args.parity
         if parity is None and (Path(args.checkpoint).parent / "parity.json").is_file():
             parity = Path(args.checkpoint).parent / "parity.json"
+        if parity is not None:
+            read_parity(parity)                     # a bad summary is refused before the export is made
         pages = build_site(args.out, args.export if args.export else export_data(args), parity)
         size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
         print(f"built {len(pages)} pages into {args.out}/ ({size / 1e6:.1f} MB); "

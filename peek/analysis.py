@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.checkpoint import load_weights
-from numpy_gpt.config import UserError
+from numpy_gpt.config import UserError, open_input
 from numpy_gpt.data import CharTokenizer
 from numpy_gpt.model import gpt_backward, gpt_forward
 from numpy_gpt.layers import softmax
-
-DEFAULT_PROMPT = "ROMEO:"
 
 
 def load_kid(path):
@@ -102,13 +100,6 @@ def encode_prompt(prompt, chars, block_size):
         raise UserError(f"the prompt has {e}") from None
 
 
-def default_prompt(chars):
-    """ROMEO: where this vocabulary has its characters; else the vocabulary's first (up to 8) visible ones."""
-    if set(DEFAULT_PROMPT) <= set(chars):
-        return DEFAULT_PROMPT
-    return "".join(c for c in chars if not c.isspace())[:8] or chars[:8]
-
-
 def prompt_view(params, config, chars, prompt, k=5, gradients=True, attention=True):
     """Run the prompt through the model -> a dict of plain lists (JSON-ready):
 
@@ -179,12 +170,12 @@ def read_log(path):
     when present.
     """
     path = Path(path)
+    with open_input(path, "log", "pass --log with a run's log.jsonl, or leave it out") as f:
+        data = f.read()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"log not found: {path}; pass --log with a run's log.jsonl, or leave it out") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {path} ({e})") from None
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e}); is it a training log.jsonl?") from None
     entries = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from numpy_gpt import layers, model
 from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.config import UserError
+from numpy_gpt.config import UserError, open_input
 
 from .export import load_export, write_export
 
@@ -68,13 +68,13 @@ def build_site(out, export=None, parity=None):
 
 
 def read_parity(path):
+    with open_input(path, "parity summary", f"write it with `python -m parity --checkpoint out/kid.npz --json "
+                                            f"{path}`, or leave --parity out") as f:
+        data = f.read()
     try:
-        summary = json.loads(Path(path).read_text())
+        summary = json.loads(data)
         [(s["section"], s["tensors"], s["worst"], float(s["max_rel"]), float(s["tol"])) for s in summary["sections"]]
-    except FileNotFoundError:
-        raise UserError(f"parity summary not found: {path}; write it with `python -m parity --checkpoint "
-                        f"out/kid.npz --json {path}`, or leave --parity out") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a parity --json summary ({type(e).__name__}: {e})") from None
     return summary
 
@@ -260,8 +260,8 @@ python -m peek serve                            # serve it at http://127.0.0.1:8
 
 def body_playground(d):
     return """<p>The kid runs in this tab, in plain JavaScript, from the weights the other pages use. Nothing
-is sent anywhere. With the same prompt, seed and settings it prints the same text as
-<code>python -m numpy_gpt.sample</code> (the command is below).</p>
+is sent anywhere. It computes in float64, and with the same prompt, seed and settings it prints the
+same text as <code>python -m numpy_gpt.sample --dtype float64</code> (the command is below).</p>
 <div class="controls">
 <label class="field wide">prompt <textarea id="play-prompt" rows="2" spellcheck="false"></textarea></label>
 <label class="field">temperature <input id="play-temperature" type="number" min="0" max="5" step="0.05" value="0.8"></label>

@@ -40,6 +40,7 @@ import numpy as np
 
 from numpy_gpt.checkpoint import atomic_write
 from numpy_gpt.config import GPTConfig, UserError
+from numpy_gpt.data import default_prompt
 from numpy_gpt.model import num_params
 
 from . import analysis
@@ -57,7 +58,7 @@ def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=
     params, config, chars, meta = analysis.load_kid(checkpoint)
     if log_path is None:
         log_path = analysis.find_log(checkpoint)
-    prompt = analysis.default_prompt(chars) if prompt is None else prompt
+    prompt = default_prompt(chars) if prompt is None else prompt
     coords, explained = analysis.embedding_pca(params["wte.weight"])
     similarity = analysis.cosine_matrix(params["wpe.weight"])
     counts = analysis.char_counts(text, chars) if text is not None else None

@@ -7,6 +7,7 @@ refused) and Cache-Control: no-cache, so a rebuilt site shows up on the next rel
 """
 import errno
 import functools
+import os
 import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,14 +57,18 @@ class SiteServer(ThreadingHTTPServer):
 
 def make_server(directory, port=8000, host="127.0.0.1", verbose=False):
     """Check the folder and the port, and bind -> a SiteServer, not yet serving."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0..65535 (0 picks a free one), got {port}")
     folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--dir {directory} is a file; pass the folder `python -m peek build` wrote")
     if not folder.is_dir():
         raise UserError(f"no site at {directory}: run `python -m peek build` first")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise UserError(f"cannot read {directory} (permission denied)")
     if not (folder / "index.html").is_file():
         raise UserError(f"{directory} has no index.html, so it is not a built site: "
                         f"run `python -m peek build` to make one")
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be in 0..65535 (0 picks a free one), got {port}")
     handler = functools.partial(SiteHandler, directory=str(folder.resolve()), verbose=verbose)
     try:
         return SiteServer((host, port), handler)

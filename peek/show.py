@@ -120,7 +120,8 @@ def training(log):
     last = log[-1]
     rows = [(str(e["step"]), f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}",
              f"{e['elapsed_s'] / 60:.1f}" if "elapsed_s" in e else "") for e in log]
-    return (heading("Training") + f" (log.jsonl: final val loss {last['val_loss']:.4f} at step {last['step']})\n"
+    return (heading("Training") + f" (the run's log.jsonl: val loss {last['val_loss']:.4f} at its last "
+            f"evaluation, step {last['step']})\n"
             + table(("step", "train loss", "val loss", "minutes"), rows, ">>>>"))
 
 

@@ -125,51 +125,63 @@ export function layernorm_forward(x, w, b, eps = 1e-5) {
 
 // x (T, Cin), w (Cout, Cin), b (Cout,) or null -> out (T, Cout) = x @ w.T + b
 // Nearly all of the model's multiply-adds are here, so the loops are blocked for speed: in a prefill,
-// four rows of x meet two rows of w at a time (eight running sums: each number read serves two or four
+// four rows of x meet four rows of w at a time (16 running sums: each number read serves four
 // multiply-adds); a lone row (decoding) meets four rows of w at a time. BLAS sums in yet another order;
-// the tests allow for it (1e-12 of the logits' scale).
+// the tests allow for it (1e-12 of the logits' scale). Each loop nest is a function of its own, which
+// V8 compiles better than one function with both.
 export function linear_forward(x, w, b, Cout) {
   const Cin = w.length / Cout, T = x.length / Cin;
   const out = new Float64Array(T * Cout);                                 // (T, Cout)
-  const bias = (o) => (b ? b[o] : 0);
-  let t = 0;
-  for (; t + 4 <= T; t += 4) {                                            // rows t .. t+3
-    const x0 = t * Cin, x1 = x0 + Cin, x2 = x1 + Cin, x3 = x2 + Cin;
-    let o = 0;
-    for (; o + 2 <= Cout; o += 2) {                                       // outputs o, o+1
-      const w0 = o * Cin, w1 = w0 + Cin;
-      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
-      for (let i = 0; i < Cin; i++) {
-        const a = w[w0 + i], c = w[w1 + i];
-        const p = x[x0 + i], q = x[x1 + i], r = x[x2 + i], s = x[x3 + i];
-        s00 += p * a; s01 += p * c; s10 += q * a; s11 += q * c;
-        s20 += r * a; s21 += r * c; s30 += s * a; s31 += s * c;
-      }
-      const b0 = bias(o), b1 = bias(o + 1);
-      out[t * Cout + o] = s00 + b0; out[t * Cout + o + 1] = s01 + b1;
-      out[(t + 1) * Cout + o] = s10 + b0; out[(t + 1) * Cout + o + 1] = s11 + b1;
-      out[(t + 2) * Cout + o] = s20 + b0; out[(t + 2) * Cout + o + 1] = s21 + b1;
-      out[(t + 3) * Cout + o] = s30 + b0; out[(t + 3) * Cout + o + 1] = s31 + b1;
-    }
-    for (; o < Cout; o++)                                                 // an odd Cout's last output
-      for (let r = 0; r < 4; r++) out[(t + r) * Cout + o] = dot(x, (t + r) * Cin, w, o * Cin, Cin) + bias(o);
-  }
-  for (; t < T; t++) {                                                    // the last T % 4 rows, one at a time
-    const xr = t * Cin;
-    let o = 0;
-    for (; o + 4 <= Cout; o += 4) {                                       // outputs o .. o+3
-      const w0 = o * Cin, w1 = w0 + Cin, w2 = w1 + Cin, w3 = w2 + Cin;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (let i = 0; i < Cin; i++) {
-        const xi = x[xr + i];
-        s0 += xi * w[w0 + i]; s1 += xi * w[w1 + i]; s2 += xi * w[w2 + i]; s3 += xi * w[w3 + i];
-      }
-      out[t * Cout + o] = s0 + bias(o); out[t * Cout + o + 1] = s1 + bias(o + 1);
-      out[t * Cout + o + 2] = s2 + bias(o + 2); out[t * Cout + o + 3] = s3 + bias(o + 3);
-    }
-    for (; o < Cout; o++) out[t * Cout + o] = dot(x, xr, w, o * Cin, Cin) + bias(o);
-  }
+  const T4 = T - T % 4;
+  if (T4) linear_rows4(x, w, out, Cin, Cout, T4);                         // rows 0 .. T4-1, four at a time
+  for (let t = T4; t < T; t++) linear_row(x, w, out, Cin, Cout, t);       // the last T % 4 rows
+  if (b !== null)
+    for (let t = 0; t < T; t++)
+      for (let o = 0; o < Cout; o++) out[t * Cout + o] += b[o];
   return out;
+}
+
+// out[t:t+4, o:o+4] = x[t:t+4] @ w[o:o+4].T for every t, o in steps of 4 (the leftover outputs one by one)
+function linear_rows4(x, w, out, Cin, Cout, T4) {
+  for (let t = 0; t < T4; t += 4) {
+    const x0 = t * Cin, x1 = x0 + Cin, x2 = x1 + Cin, x3 = x2 + Cin;
+    const r0 = t * Cout, r1 = r0 + Cout, r2 = r1 + Cout, r3 = r2 + Cout;
+    let o = 0;
+    for (; o + 4 <= Cout; o += 4) {
+      const w0 = o * Cin, w1 = w0 + Cin, w2 = w1 + Cin, w3 = w2 + Cin;
+      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+      let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+      for (let i = 0; i < Cin; i++) {
+        const a = w[w0 + i], b = w[w1 + i], c = w[w2 + i], d = w[w3 + i];
+        let p = x[x0 + i]; s00 += p * a; s01 += p * b; s02 += p * c; s03 += p * d;
+        p = x[x1 + i]; s10 += p * a; s11 += p * b; s12 += p * c; s13 += p * d;
+        p = x[x2 + i]; s20 += p * a; s21 += p * b; s22 += p * c; s23 += p * d;
+        p = x[x3 + i]; s30 += p * a; s31 += p * b; s32 += p * c; s33 += p * d;
+      }
+      out[r0 + o] = s00; out[r0 + o + 1] = s01; out[r0 + o + 2] = s02; out[r0 + o + 3] = s03;
+      out[r1 + o] = s10; out[r1 + o + 1] = s11; out[r1 + o + 2] = s12; out[r1 + o + 3] = s13;
+      out[r2 + o] = s20; out[r2 + o + 1] = s21; out[r2 + o + 2] = s22; out[r2 + o + 3] = s23;
+      out[r3 + o] = s30; out[r3 + o + 1] = s31; out[r3 + o + 2] = s32; out[r3 + o + 3] = s33;
+    }
+    for (; o < Cout; o++)                                                 // a Cout not divisible by 4
+      for (let r = 0; r < 4; r++) out[(t + r) * Cout + o] = dot(x, (t + r) * Cin, w, o * Cin, Cin);
+  }
+}
+
+// out[t, o:o+4] = x[t] @ w[o:o+4].T for every o in steps of 4 (the leftover outputs one by one)
+function linear_row(x, w, out, Cin, Cout, t) {
+  const xr = t * Cin, r = t * Cout;
+  let o = 0;
+  for (; o + 4 <= Cout; o += 4) {
+    const w0 = o * Cin, w1 = w0 + Cin, w2 = w1 + Cin, w3 = w2 + Cin;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let i = 0; i < Cin; i++) {
+      const xi = x[xr + i];
+      s0 += xi * w[w0 + i]; s1 += xi * w[w1 + i]; s2 += xi * w[w2 + i]; s3 += xi * w[w3 + i];
+    }
+    out[r + o] = s0; out[r + o + 1] = s1; out[r + o + 2] = s2; out[r + o + 3] = s3;
+  }
+  for (; o < Cout; o++) out[r + o] = dot(x, xr, w, o * Cin, Cin);
 }
 
 // sum over i < n of a[i0 + i] * b[j0 + i]

@@ -409,7 +409,7 @@ async function playground(d) {
   const command = () => {
     try {
       const s = settings();
-      $("play-command").textContent = `python -m numpy_gpt.sample --prompt ${JSON.stringify(s.prompt)} --seed ${s.seed} ` +
+      $("play-command").textContent = `python -m numpy_gpt.sample --dtype float64 --prompt ${JSON.stringify(s.prompt)} --seed ${s.seed} ` +
         `--temperature ${s.temperature}${s.top_k === null ? "" : ` --top-k ${s.top_k}`} --top-p ${s.top_p} --max-new-tokens ${s.length}`;
       $("play-status").textContent = "";
     } catch (e) {
@@ -419,13 +419,25 @@ async function playground(d) {
   for (const input of Object.values(inputs)) input.addEventListener("input", command);
   command();
 
-  const show_step = (logits, att, context) => {
+  const strips = [];                                  // one canvas a head, a pixel a position of the window
+  const show_step = (logits, att) => {
     const probs = softmax(logits), order = probs.map((_, i) => i).sort((i, j) => probs[j] - probs[i] || i - j);
     bars($("play-bars"), order.slice(0, 10).map((i) => [show_char(chars[i]), probs[i]]));
-    const window = context.slice(-att[0][0].length).map((i) => show_char(chars[i]));
-    $("play-attention").replaceChildren(...att.flatMap((heads, l) => heads.map((a, h) =>
-      el("div", { class: "strip" }, el("span", { class: "label", text: `L${l} H${h}` }),
-         el("span", { class: "cells" }, ...Array.from(a, (w, j) => el("span", { style: `background:${shade(w)}`, title: `${window[j]} ${w.toFixed(3)}` })))))));
+    if (!strips.length)
+      $("play-attention").replaceChildren(...att.flatMap((heads, l) => heads.map((_, h) => {
+        const canvas = el("canvas", { width: config.block_size, height: 1, class: "cells" });
+        strips.push(canvas);
+        return el("div", { class: "strip" }, el("span", { class: "label", text: `L${l} H${h}` }), canvas);
+      })), el("p", { class: "note", text: "Each row: one head's weights over the window, the oldest character " +
+                                          "on the left, the newest on the right; darker is more." }));
+    att.flat().forEach((a, k) => {
+      const ctx = strips[k].getContext("2d");
+      ctx.clearRect(0, 0, config.block_size, 1);
+      for (let j = 0; j < a.length; j++) {
+        ctx.fillStyle = shade(a[j]);
+        ctx.fillRect(j, 0, 1, 1);
+      }
+    });
   };
 
   async function run() {
@@ -446,7 +458,7 @@ async function playground(d) {
     const kv = new_kv_cache(config), rng = default_rng(s.seed);
     const prefill = (window) => gpt_prefill(params, config, window, kv);
     const decode = (token, pos) => gpt_decode(params, config, token, pos, kv);
-    const out = $("play-output"), context = [...ids];
+    const out = $("play-output");
     out.textContent = s.prompt;
     delete out.dataset.done;
     const stream = generate(prefill, decode, ids, s.length, config.block_size, rng, s.temperature, s.top_k, s.top_p);
@@ -462,13 +474,12 @@ async function playground(d) {
         step = stream.next();
         if (step.done) break;
         pending += chars[step.value.token];
-        context.push(step.value.token);
         made++;
       }
       out.textContent += pending;
       pending = "";
       if (step.done) break;
-      show_step(step.value.logits, step.value.att, context.slice(0, -1));
+      show_step(step.value.logits, step.value.att);
       $("play-status").textContent = `${made} of ${s.length} characters`;
       await next_task();
     }
