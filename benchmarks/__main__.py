@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt import GPTConfig
-from numpy_gpt.cli import run_cli
+from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
 
 from .loops import QUICK, flops_per_step, sampler, time_calls
 
@@ -177,13 +177,19 @@ def table(r):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+    p = ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="toy sizes, seconds in all (for CI)")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats per training figure")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats per training figure (with --quick: 3)")
     p.add_argument("--json", default="out/benchmarks.json", help="where to write the figures as JSON")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    check_at_least(args, 1, "--repeats")
+    check_output(args.json, "--json", folder=False)
     start = time.perf_counter()
     r = run(args.quick, args.repeats)
     r["wall_s"] = time.perf_counter() - start

@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
-from numpy_gpt.cli import check_training_args, keep_freed_memory, training_parser
+from numpy_gpt.cli import (ArgumentParser, check_at_least, check_memory, check_training_args, keep_freed_memory,
+                           run_cli, training_parser)
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm
 from numpy_gpt.sampling import generate
@@ -156,19 +157,28 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
     return run
 
 
-def main(argv=None):
-    """Child process: time one backend's training loop, then report as JSON its times, its own peak
-    memory, and whether torch was imported."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.loops")
+def parser():
+    p = ArgumentParser(prog="python -m benchmarks.loops", description="Time one backend's training step (python -m "
+                       "benchmarks runs this in a child process) and print the figures as one line of JSON.")
     p.add_argument("--backend", choices=["numpy", "torch", "torch-mm", "torch-compile"], required=True,
                    help="torch-mm: torch_gpt with every Linear on torch's own matmul (F.linear), not oneDNN")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
-    args = p.parse_args(argv)
-    keep_freed_memory()                 # as the trainers do
+    return p
+
+
+def main(argv=None):
+    """Child process: time one backend's training loop, then report as JSON its times, its own peak
+    memory, and whether torch was imported."""
+    args = parser().parse_args(argv)
+    check_at_least(args, 1, "--batch-size")
+    check_at_least(args, 0, "--warmup")
+    check_at_least(args, 1, "--repeats")
     config = QUICK if args.quick else GPTConfig()
+    check_memory(config.n_layer, config.n_embd, config.block_size, args.batch_size, 1, 4, "lower --batch-size")
+    keep_freed_memory()                 # as the trainers do
     if args.backend == "torch-mm":
         import torch_gpt.model
         torch_gpt.model.ONEDNN_LINEAR = False
@@ -191,4 +201,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -5,6 +5,8 @@
     playground   characters/s of the playground's generation with the KV cache, as the page itself
                  times it (500 characters from ROMEO:, streamed into the page), median of --repeats
 
+--screenshots DIR also saves every page, 1280 pixels wide, the playground after its last run.
+
 Builds the site from --checkpoint into a temporary folder, serves it with peek's own server, and
 drives Debian's chromium through playwright (pip install -e '.[dev]'; apt-get install chromium).
 """
@@ -17,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from numpy_gpt.cli import run_cli
+from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
 from numpy_gpt.config import UserError
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,7 +38,7 @@ def serve(folder):
     return proc, line.split(" at ")[1].split()[0]
 
 
-def measure(site, repeats, length):
+def measure(site, repeats, length, shots=None):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -69,6 +72,8 @@ def measure(site, repeats, length):
                 rate = float(page.get_attribute("#play-output", "data-chars-per-second"))
                 if i:
                     rates.append(rate)
+            if shots is not None:
+                shoot(browser, page, url, site, shots)
             version = browser.version
             browser.close()
     finally:
@@ -77,15 +82,39 @@ def measure(site, repeats, length):
     return paints, rates, version
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.site", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def shoot(browser, playground, url, site, shots):
+    """Full-page screenshots of every page into shots/, 1280 pixels wide; the playground as it is."""
+    shots.mkdir(parents=True, exist_ok=True)
+    playground.set_viewport_size({"width": 1280, "height": 800})
+    playground.screenshot(path=str(shots / "10-playground.png"), full_page=True)
+    for page_file in sorted(site.glob("*.html")):
+        if page_file.name == "10-playground.html":
+            continue
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(url + page_file.name)
+        if page_file.name != "index.html":
+            page.wait_for_selector("body[data-ready=yes]", timeout=60_000)
+        page.screenshot(path=str(shots / page_file.name.replace(".html", ".png")), full_page=True)
+        page.close()
+
+
+def parser():
+    p = ArgumentParser(prog="python -m benchmarks.site", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="out/kid.npz", help="the kid the site is built from")
     p.add_argument("--repeats", type=int, default=5, help="timed playground runs (after one warm-up)")
     p.add_argument("--length", type=int, default=500, help="characters per playground run")
-    args = p.parse_args(argv)
-    if args.repeats < 1 or args.length < 1:
-        raise UserError("--repeats and --length must be at least 1")
+    p.add_argument("--screenshots", default=None, metavar="DIR",
+                   help="also save a full-page screenshot of every page into DIR")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    check_at_least(args, 1, "--repeats", "--length")
+    if args.screenshots is not None:
+        check_output(args.screenshots, "--screenshots", folder=True)
+    load_weights(args.checkpoint)                   # a bad checkpoint is refused before anything is built
     from peek.__main__ import main as peek_main
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
@@ -93,7 +122,8 @@ def main(argv=None):
         peek_main(["build", "--checkpoint", args.checkpoint, "--out", str(site)])
         sizes = {f.relative_to(site).as_posix(): f.stat().st_size for f in site.rglob("*") if f.is_file()}
         start = time.perf_counter()
-        paints, rates, version = measure(site, args.repeats, args.length)
+        paints, rates, version = measure(site, args.repeats, args.length,
+                                         Path(args.screenshots) if args.screenshots else None)
         print(f"measured in {time.perf_counter() - start:.0f} s with Chromium {version}", file=sys.stderr)
     total = sum(sizes.values())
     print(f"Site built from {args.checkpoint}, served from 127.0.0.1, headless Chromium {version}.\n")

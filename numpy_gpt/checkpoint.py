@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GPTConfig, UserError
+from .config import GPTConfig, UserError, open_input
 from .model import param_shapes
 
 FORMAT = "tiny-llm weights v1"
@@ -66,13 +66,11 @@ def save_weights(path, params, config, chars, meta=None):
 def load_weights(path):
     """-> (params, config, chars, meta). Every problem with the file is a UserError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}; train one with `python -m torch_gpt.train` "
-                        f"or pass --checkpoint PATH")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_input(path, "checkpoint", "train one with `python -m torch_gpt.train` or pass --checkpoint "
+                                            "PATH") as f, np.load(f, allow_pickle=False) as z:
             return _read_weights(path, z)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError) as e:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as e:
         raise UserError(f"{path} is truncated or not a tiny-llm .npz weights file ({type(e).__name__}: "
                         f"{e}); retrain it or pick another checkpoint") from None
 
@@ -85,9 +83,14 @@ def _read_weights(path, z):
     missing_extra = [k for k in EXTRA_KEYS if k not in files]
     if missing_extra:
         raise UserError(f"{path} lacks {', '.join(missing_extra)}; it is damaged or foreign")
-    config = GPTConfig.from_dict(json.loads(str(z["__config__"])))
-    chars = "".join(chr(c) for c in z["__vocab__"])
+    try:
+        config = GPTConfig.from_dict(json.loads(str(z["__config__"])))
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    chars = vocab_of(path, z["__vocab__"])
     meta = json.loads(str(z["__meta__"]))
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: __meta__ must be a JSON object, got {type(meta).__name__}")
     if len(set(chars)) != len(chars) or len(chars) != config.vocab_size:
         raise UserError(f"{path}: the vocabulary has {len(chars)} characters ({len(set(chars))} distinct) "
                         f"but the config says vocab_size={config.vocab_size}")
@@ -108,3 +111,12 @@ def _read_weights(path, z):
             raise UserError(f"{path}: tensor {name} contains NaN or inf")
         params[name] = p
     return params, config, chars, meta
+
+
+def vocab_of(path, codes):
+    """__vocab__, the characters' code points in id order -> the vocabulary as a str."""
+    if codes.ndim != 1 or codes.dtype.kind not in "iu" or not all(
+            0 <= c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF for c in codes.tolist()):
+        raise UserError(f"{path}: __vocab__ must be a list of Unicode code points (integers), got "
+                        f"{codes.dtype} of shape {codes.shape}; the file is damaged or foreign")
+    return "".join(map(chr, codes.tolist()))

@@ -1,16 +1,24 @@
-"""What the command lines of both backends share: flags, their checks, the progress line, errors."""
+"""What the command lines of every command share: the parser, flags, their checks, the progress line, errors."""
 import argparse
+import math
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 
-from .config import GPTConfig, UserError
+from .config import GPTConfig, UserError, open_input
 from .sampling import generate
+
+SEED_MAX = 2 ** 32 - 1
 
 
 def run_cli(main):
-    """Run a command's main(); a UserError becomes one line on stderr and exit status 1."""
+    """Run a command's main(); a UserError becomes one line on stderr and exit status 1.
+
+    So do, as a last resort, a file that cannot be read or written (OSError: a full disk, say) and
+    memory that runs out: the user can act on those, and a traceback would not help them.
+    """
     try:
         sys.exit(main())
     except UserError as e:
@@ -22,40 +30,136 @@ def run_cli(main):
     except BrokenPipeError:                     # e.g. `python -m numpy_gpt.sample | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except OSError as e:
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError:
+        print("error: out of memory; choose smaller sizes or batches, or free some memory", file=sys.stderr)
+        sys.exit(1)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a command line it cannot parse is one line too, `error: ...`, with
+    argparse's exit status 2, in place of a usage block. A subcommand's parser is of this class too."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default after its help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+
+
+def finite_float(text):
+    """The type of every float flag: float() takes "nan" and "inf", which no setting means."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def check_seed(seed):
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"--seed must be in 0..{SEED_MAX}, got {seed}")
+
+
+def check_at_least(args, minimum, *flags):
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value < minimum:
+            raise UserError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def check_output(path, flag, folder):
+    """Refuse an output path before any work: a file where a folder belongs (folder=True) or a folder
+    where a file does, or a place this user cannot write in. Writes can still fail later (a full disk)."""
+    path = Path(path)
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file; pass a folder (new or existing)")
+    if not folder and os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; pass a file name")
+    parent = path if folder else path.parent
+    while not os.path.exists(parent):            # the nearest part of the path that exists
+        parent = parent.parent
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path}: {parent} is a file, so nothing can be written inside it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_memory(n_layer, n_embd, block_size, batch_size, n_batches, itemsize, fix):
+    """Refuse, before anything is allocated, sizes whose weights and token batches alone exceed this
+    machine's memory. A lower bound: the embedding, the head, activations, gradients and AdamW's state
+    come on top, so settings that pass may still not fit, but none that fit is refused."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):        # no such figure on this system
+        return
+    weights = (12 * n_layer * n_embd ** 2 + block_size * n_embd) * itemsize   # the blocks' matmuls and wpe
+    batches = n_batches * batch_size * (block_size + 1) * 8                   # int64 token windows
+    if weights + batches > total:
+        raise UserError(f"these settings need {(weights + batches) / 2 ** 30:.3g} GiB for the weights and token "
+                        f"batches alone, more than this machine's {total / 2 ** 30:.0f} GiB of memory; {fix}")
 
 
 # ------------------------------------------------------------------------------------------------
 # training
 
 
-def training_parser(prog, description):
-    """The flags both trainers share. Defaults train the kid: the model is GPTConfig's defaults."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+TRAINER_HELP = {   # the flags whose meaning differs between the two trainers
+    "numpy_gpt": {
+        "batch_size": "sequences per optimizer step",
+        "seed": "seeds the init, the batches and the dropout masks",
+        "out": "folder for log.jsonl, loss.png and, at the end or on a stop (Ctrl-C), kid.npz",
+        "eval_interval": "estimate the train and val loss (into log.jsonl) every N steps"},
+    "torch_gpt": {
+        "batch_size": "sequences per micro-batch; an optimizer step takes --grad-accum micro-batches in each "
+                      "process",
+        "seed": "seeds the init, the batches, the dropout masks and the samples",
+        "out": "folder for log.jsonl, loss.png, checkpoints/ (weights snapshots), kid.pt (the state, for "
+               "--resume) and, at the end, kid.npz",
+        "eval_interval": "every N steps: estimate the train and val loss, sample from --sample-prompt (into "
+                         "log.jsonl), snapshot the weights into checkpoints/ and save kid.pt"},
+}
+
+
+def training_parser(prog, description, trainer="numpy_gpt"):
+    """The flags both trainers share, as the trainer ("numpy_gpt" or "torch_gpt") reads them.
+    Defaults train the kid: the model is GPTConfig's defaults."""
+    p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     kid = GPTConfig()
+    helps = TRAINER_HELP[trainer]
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=int, default=5000, help="optimizer steps in the whole run")
-    g.add_argument("--batch-size", type=int, default=32, help="sequences per optimizer step (per process)")
-    g.add_argument("--seed", type=int, default=1337, help="seeds the init, the batches and the samples")
+    g.add_argument("--batch-size", type=int, default=32, help=helps["batch_size"])
+    g.add_argument("--seed", type=int, default=1337, help=f"{helps['seed']} (0..{SEED_MAX})")
     g.add_argument("--data", default=None,
                    help="a UTF-8 text file to train on (default: tinyshakespeare at data/tinyshakespeare.txt, "
                         "downloaded and checked if missing)")
-    g.add_argument("--out", default="out", help="folder for kid.npz, log.jsonl and snapshots")
-    g.add_argument("--eval-interval", type=int, default=500, help="evaluate, sample and snapshot every N steps")
+    g.add_argument("--out", default="out", help=helps["out"])
+    g.add_argument("--eval-interval", type=int, default=500, help=helps["eval_interval"])
     g.add_argument("--eval-batches", type=int, default=100,
                    help="fixed val batches (of --batch-size full-length sequences) per val loss estimate")
     g.add_argument("--eval-train-batches", type=int, default=20,
                    help="fixed train-split batches per train loss estimate (it only draws the curve)")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     g = p.add_argument_group("optimizer: AdamW, linear warmup then cosine decay, global-norm clipping")
-    g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    g.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: lr / 100)")
+    g.add_argument("--lr", type=finite_float, default=3e-3, help="peak learning rate")
+    g.add_argument("--min-lr", type=finite_float, default=None,
+                   help="final learning rate, at most --lr (default: lr / 100)")
     g.add_argument("--warmup-steps", type=int, default=100)
-    g.add_argument("--weight-decay", type=float, default=0.1, help="on 2-D weights only")
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.99)
-    g.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm; 0 turns it off")
-    g.add_argument("--dropout", type=float, default=0.1,
+    g.add_argument("--weight-decay", type=finite_float, default=0.1, help="on 2-D weights only")
+    g.add_argument("--beta1", type=finite_float, default=0.9)
+    g.add_argument("--beta2", type=finite_float, default=0.99)
+    g.add_argument("--grad-clip", type=finite_float, default=1.0, help="max global gradient norm; 0 turns it off")
+    g.add_argument("--dropout", type=finite_float, default=0.1,
                    help="probability of dropping each entry of a residual branch, in training")
     g = p.add_argument_group("model (defaults: the kid)")
     g.add_argument("--n-layer", type=int, default=kid.n_layer)
@@ -66,22 +170,30 @@ def training_parser(prog, description):
 
 
 def check_training_args(args):
-    """Impossible settings, found before any work is done. Fills in --min-lr."""
-    for flag in ("steps", "batch_size", "eval_interval", "eval_batches", "eval_train_batches"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    """Impossible settings, found before any work is done (the data is not read yet). Fills in --min-lr."""
+    check_at_least(args, 1, "--steps", "--batch-size", "--eval-interval", "--eval-batches", "--eval-train-batches",
+                   "--n-layer", "--n-head", "--n-embd", "--block-size", *(["--grad-accum"] if "grad_accum" in args else []))
     if args.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be 0 or more, got {args.warmup_steps}")
+    check_seed(args.seed)
     if args.min_lr is None:
         args.min_lr = args.lr / 100
     if not args.lr > 0 or not args.min_lr >= 0:
         raise UserError(f"--lr must be positive and --min-lr zero or more, got {args.lr} and {args.min_lr}")
+    if args.min_lr > args.lr:
+        raise UserError(f"--min-lr ({args.min_lr}) is above --lr ({args.lr}); the rate decays from --lr down to "
+                        f"--min-lr, so pass a --min-lr of at most --lr")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1} and {args.beta2}")
     if args.weight_decay < 0 or args.grad_clip < 0:
         raise UserError("--weight-decay and --grad-clip must be 0 or more")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    model_config(args, vocab_size=1)        # n_embd divisible by n_head; the vocabulary comes with the data
+    check_memory(args.n_layer, args.n_embd, args.block_size, args.batch_size,
+                 args.eval_batches + args.eval_train_batches + getattr(args, "grad_accum", 1),
+                 4 if args.dtype == "float32" else 8,
+                 "lower --n-layer, --n-embd, --block-size, --batch-size, --eval-batches or --eval-train-batches")
     return args
 
 
@@ -187,24 +299,28 @@ def _clock(seconds):
 
 
 def sampling_parser(prog, description, default_checkpoint="out/kid.npz"):
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=default_checkpoint, help="weights to sample from")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="compute the logits in this precision. float64: the two backends print the same "
+                        "text; float32: the same unless a draw lands within float32 rounding of a "
+                        "cumulative-probability edge (numpy_gpt/sampling.py)")
     p.add_argument("--prompt", default=None, help="text to continue (empty: start from a newline)")
     p.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file")
     p.add_argument("--max-new-tokens", type=int, default=500, help="characters to generate per sample")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    p.add_argument("--temperature", type=finite_float, default=0.8, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=None,
                    help="keep the k most likely characters (1..vocab size; larger is refused)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep the most likely characters "
-                                                            "whose probability adds up to top-p, in (0, 1]")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--top-p", type=finite_float, default=1.0,
+                   help="nucleus: keep the most likely characters whose probability adds up to top-p, in (0, 1]")
+    p.add_argument("--seed", type=int, default=1337, help=f"seeds the samples (0..{SEED_MAX})")
     p.add_argument("--num-samples", type=int, default=1)
     return p
 
 
 def check_sampling_args(args):
-    """Settings that are wrong whatever the model. The vocabulary-dependent checks are in prompt_ids."""
+    """Settings that are wrong whatever the model, and the prompt file read into args.prompt, all before
+    the model is loaded. The vocabulary-dependent checks are in prompt_ids."""
     if not args.temperature >= 0:
         raise UserError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
@@ -215,19 +331,20 @@ def check_sampling_args(args):
         raise UserError(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
+    check_seed(args.seed)
     if args.prompt is not None and args.prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")
+    args.prompt = read_prompt(args)
     return args
 
 
 def read_prompt(args):
     if args.prompt_file is None:
         return args.prompt or ""
+    with open_input(args.prompt_file, "prompt file", "pass an existing UTF-8 file, or --prompt TEXT") as f:
+        data = f.read()
     try:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UserError(f"prompt file not found: {args.prompt_file}") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"prompt file {args.prompt_file} is not UTF-8 text") from None
 
@@ -248,8 +365,9 @@ def prompt_ids(prompt, tokenizer, top_k):
 
 
 def stream_samples(args, prefill, decode, tokenizer, block_size, rng, out=sys.stdout):
-    """Print --num-samples samples, each the prompt then its continuation, one character at a time."""
-    prompt = read_prompt(args)
+    """Print --num-samples samples, each the prompt (args.prompt, see check_sampling_args) then its
+    continuation, one character at a time."""
+    prompt = args.prompt
     ids = prompt_ids(prompt, tokenizer, args.top_k)
     for i in range(args.num_samples):
         if i:

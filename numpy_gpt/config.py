@@ -1,8 +1,10 @@
-"""The model's shape, shared by numpy_gpt and torch_gpt, and the error users can fix.
+"""The model's shape, shared by numpy_gpt and torch_gpt, the error users can fix, and open_input, which
+turns a file the user named but cannot be read into that error.
 
 Shape key: B batch, T time, C channels (n_embd), H heads, D head size (C // H), V vocab.
 """
 from dataclasses import asdict, dataclass
+from math import isqrt
 
 
 class UserError(Exception):
@@ -10,6 +12,22 @@ class UserError(Exception):
 
     The commands print it as one line, `error: <message>`, and exit non-zero without a traceback.
     """
+
+
+def open_input(path, what, hint):
+    """Open a file the user named (what: "checkpoint", "data file", ...) for reading bytes.
+
+    A missing file, a folder or a file this user may not read is a UserError that names it; hint says
+    what to do instead, where the file is missing or a folder.
+    """
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}; {hint}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a folder, not a file; {hint}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path} ({e.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -25,16 +43,21 @@ class GPTConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"config {name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise UserError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                f"try n_head in {[h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0]}")
+            divisors = sorted({d for h in range(1, isqrt(self.n_embd) + 1) if self.n_embd % h == 0
+                               for d in (h, self.n_embd // h)})
+            raise UserError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                            f"try n_head in {divisors}")
 
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
-        """Build a config from a dict read out of a checkpoint; unknown or missing keys are an error."""
+        """Build a config from a dict read out of a checkpoint; anything else, or unknown or missing keys,
+        is an error."""
+        if not isinstance(d, dict):
+            raise UserError(f"the config must be a JSON object of {sorted(cls.__dataclass_fields__)}, "
+                            f"got {type(d).__name__} {d!r:.60}")
         names = set(cls.__dataclass_fields__)
         if set(d) != names:
             raise UserError(f"config keys {sorted(d)} do not match {sorted(names)}")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError
+from .config import UserError, open_input
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DEFAULT_CORPUS = Path("data") / "tinyshakespeare.txt"
+DEFAULT_PROMPT = "ROMEO:"
 
 
 def sha256_of(data: bytes) -> str:
@@ -57,9 +58,8 @@ def load_text(path=None):
                             f"(tinyshakespeare); delete it to download it again, or pass --data {path}")
     else:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"data file not found: {path}; pass --data with an existing UTF-8 text file")
-        data = path.read_bytes()
+        with open_input(path, "data file", "pass --data with an existing UTF-8 text file") as f:
+            data = f.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -94,6 +94,14 @@ class CharTokenizer:
 
     def decode(self, ids):
         return "".join(self.chars[i] for i in ids)
+
+
+def default_prompt(chars):
+    """The prompt to sample from when none is given, for any vocabulary: ROMEO: where the vocabulary has
+    its characters, else the vocabulary's first (up to 8) characters that are not white space."""
+    if set(DEFAULT_PROMPT) <= set(chars):
+        return DEFAULT_PROMPT
+    return "".join(c for c in chars if not c.isspace())[:8] or chars[:8]
 
 
 def split_train_val(ids, block_size):

@@ -21,11 +21,14 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def parser():
+    return sampling_parser("python -m numpy_gpt.sample", "Sample text from a trained kid with numpy_gpt.")
+
+
 def main(argv=None):
-    args = check_sampling_args(sampling_parser(
-        "python -m numpy_gpt.sample", "Sample text from a trained kid with numpy_gpt.").parse_args(argv))
+    args = check_sampling_args(parser().parse_args(argv))
     params, config, chars, _ = load_weights(args.checkpoint)
-    params = {name: p.astype(np.float32) for name, p in params.items()}
+    params = {name: p.astype(args.dtype) for name, p in params.items()}
     kv = new_kv_cache(params, config, batch_size=1)
 
     def prefill(ids):

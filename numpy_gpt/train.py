@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import save_weights
-from .cli import (Progress, StopRequest, check_training_args, keep_freed_memory, plot_losses, prepare_data,
-                  run_cli, training_parser, write_log)
+from .cli import (Progress, StopRequest, check_output, check_training_args, keep_freed_memory, plot_losses,
+                  prepare_data, run_cli, training_parser, write_log)
 from .config import UserError
 from .data import batch_rng, dropout_seed, get_batch
 from .model import gpt_backward, gpt_forward, init_params, num_params
@@ -21,10 +21,15 @@ def estimate_loss(params, config, batches):
     return float(np.mean([gpt_forward(params, config, x, y)[1] for x, y in batches]))
 
 
+def parser():
+    return training_parser("python -m numpy_gpt.train", "Train the kid with the NumPy reference implementation.",
+                           trainer="numpy_gpt")
+
+
 def main(argv=None):
-    args = check_training_args(training_parser(
-        "python -m numpy_gpt.train", "Train the kid with the NumPy reference implementation.").parse_args(argv))
+    args = check_training_args(parser().parse_args(argv))
     out = Path(args.out)
+    check_output(out, "--out", folder=True)
     if (out / "kid.npz").exists():
         raise UserError(f"{out / 'kid.npz'} already exists; pass another --out, or delete it to train anew")
     tokenizer, config, train_ids, _, evals = prepare_data(args)

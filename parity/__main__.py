@@ -1,32 +1,41 @@
 """python -m parity: load one set of weights into numpy_gpt and torch_gpt and compare them tensor by tensor.
 
 Prints one table row per tensor (every activation, every parameter gradient from both torch attention
-paths, every parameter after one AdamW step, then a float64 training trajectory), then a verdict.
+paths, the update of one AdamW step, then a float64 training trajectory; torch_gpt steps with
+torch_gpt.train's own optimizer and step), then a verdict.
 Exits 1 on any mismatch.
 """
 import argparse
 import time
 
-from numpy_gpt.cli import run_cli
+from numpy_gpt.cli import SEED_MAX, ArgumentParser, check_output, check_seed, run_cli
+from numpy_gpt.config import UserError
 
 from .compare import format_report, run_parity
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m parity", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+    p = ArgumentParser(prog="python -m parity", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None,
                    help="a weights file (.npz), e.g. out/kid.npz; default: a seeded GPT-2 init of the kid")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="for the activations, gradients and the one-step check (the trajectory is float64)")
     p.add_argument("--steps", type=int, default=50, help="length of the float64 training trajectory; 0 skips it")
-    p.add_argument("--seed", type=int, default=0, help="seeds the init (without --checkpoint) and the batches")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"seeds the init (without --checkpoint) and the batches (0..{SEED_MAX})")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the summary (the worst tensor of each section) as JSON, e.g. for peek build")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     if args.steps < 0:
-        from numpy_gpt.config import UserError
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
+    check_seed(args.seed)
+    if args.json:
+        check_output(args.json, "--json", folder=False)
     start = time.perf_counter()
     report = run_parity(args.checkpoint, args.dtype, args.steps, args.seed)
     source = args.checkpoint or f"a GPT-2 init of the kid, seed {args.seed}"

@@ -1,4 +1,4 @@
-"""One set of weights in numpy_gpt and torch_gpt: every activation, gradient and optimizer step compared.
+"""One set of weights in numpy_gpt and torch_gpt: every activation, gradient and optimizer update compared.
 
 Shape key: B batch, T time, C channels, H heads, D head size, V vocab.
 
@@ -9,6 +9,7 @@ Relative to the largest entry rather than to each entry, because an entry that i
 cancellation (a gradient summed from terms of opposite sign) carries an absolute rounding error of
 the size of its terms, not of itself: elementwise, it would look wrong however right it is.
 """
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,10 @@ from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
 from numpy_gpt.checkpoint import load_weights
 from numpy_gpt.data import dropout_seed
 from numpy_gpt.model import dropout_masks
-from numpy_gpt.cli import check_training_args, training_parser
+from numpy_gpt.cli import check_training_args
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 from torch_gpt.model import GPT
+from torch_gpt import train as trainer      # its optimizer and step, called as the trainer calls them
 
 # Tolerances on the measure above, and why these values.
 TOLERANCE = {
@@ -33,22 +35,30 @@ TOLERANCE = {
     "float32": 1e-5,
 }
 # The trajectory: 50 steps of AdamW, float64. Each update divides by sqrt(v), which amplifies
-# tiny differences where gradients are small; we measure 3e-12 (from the init) to 7e-12 (from the
+# tiny differences where gradients are small; we measure 2.5e-12 (from the init) to 7e-12 (from the
 # trained kid) after 50 steps, in the key bias, whose true gradient is zero. 1e-10 is the bar.
 TRAJECTORY_TOLERANCE = 1e-10
+# One AdamW step compares the updates p1 - p0 on the update's own scale (see compare_updates). Each
+# backend rounds at the parameter's scale up to three times (the decay factor 1 - lr*wd, the decayed
+# parameter, the updated one), each within u|p| for u the unit roundoff, so two correct steps can differ
+# by 6u max|p| in the update, whatever its size. The allowance is 8u max|p|: in float32, at the first
+# step's lr of 3e-5, that is 1.6e-2 of the update for a LayerNorm gain of 1 and 1.6e-3 for a weight of
+# 0.1, while weight decay left out shifts the update by lr*wd*max|p| = 6.25 times the allowance (always:
+# lr*wd / 8u), and a 30% error in the update by 0.3.
+UPDATE_ROUNDINGS = 8
 FLOOR = 1e-30    # the absolute floor of the scale: only an all-zero tensor ever reaches it
 DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
-# AdamW, clipping and schedule: the trainers' own defaults
-DEFAULTS = check_training_args(training_parser("", "").parse_args([]))
-ADAMW = dict(lr=DEFAULTS.lr, min_lr=DEFAULTS.min_lr, weight_decay=DEFAULTS.weight_decay,
-             betas=(DEFAULTS.beta1, DEFAULTS.beta2), grad_clip=DEFAULTS.grad_clip)
+# AdamW, clipping and schedule: torch_gpt's trainer's own defaults (its parser, as `python -m
+# torch_gpt.train` with no flags); its optimizer and step are called below, not restated.
+DEFAULTS = check_training_args(trainer.parser().parse_args([]))
+CPU = torch.device("cpu")
 
 
 def schedule(total_steps):
     """The trainers' learning rate as a function of the step, for a run of total_steps: their warmup
     (or a fifth of the run, if that is shorter) then the cosine."""
     warmup = min(DEFAULTS.warmup_steps, total_steps // 5)
-    return lambda step: lr_at(step, ADAMW["lr"], ADAMW["min_lr"], warmup, total_steps)
+    return lambda step: lr_at(step, DEFAULTS.lr, DEFAULTS.min_lr, warmup, total_steps)
 
 
 @dataclass
@@ -82,6 +92,24 @@ def compare_dicts(prefix, a, b, tol):
         else:
             rows.append(Row(prefix + name + (" (missing in torch)" if name in a else " (missing in numpy)"),
                             np.shape(a.get(name, b.get(name))), float("inf"), float("inf"), tol))
+    return rows
+
+
+def compare_updates(prefix, p0, a, b, tol):
+    """Rows for one optimizer step: numpy's update a - p0 against torch's b - p0, on the update's scale.
+
+    Not the parameters themselves: at the first step's lr the update is ~3e-5 of a parameter of 1, so
+    on the parameters' scale a 30% error in it, or weight decay missing, would be below float32's
+    tolerance. The tolerance of each tensor adds UPDATE_ROUNDINGS roundings at its parameters' scale.
+    """
+    rows = []
+    for name in p0:
+        base = np.asarray(p0[name], dtype=np.float64)
+        da, db = np.asarray(a[name], dtype=np.float64) - base, np.asarray(b[name], dtype=np.float64) - base
+        unit = np.finfo(p0[name].dtype).eps / 2
+        scale = max(float(np.abs(db).max()), FLOOR)
+        allowance = UPDATE_ROUNDINGS * unit * max(float(np.abs(base).max()), float(np.abs(b[name]).max())) / scale
+        rows.append(compare(prefix + name, da, db, tol + allowance))
     return rows
 
 
@@ -142,68 +170,56 @@ def torch_forward_backward(model, x, y):
     return {k: v.detach().numpy() for k, v in acts.items()}, grads, fast_grads
 
 
-def torch_optimizer(model):
-    """torch_gpt's optimizer, as the trainer builds it (decay on 2-D weights only)."""
-    decay = [p for p in model.parameters() if p.dim() == 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW["weight_decay"]},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=ADAMW["lr"], betas=ADAMW["betas"], eps=1e-8, fused=True)
-
-
 def train_both(params, config, batches, lr_of_step, torch_dtype, dropout=0.0, seed=0):
     """Run len(batches) steps of the full update in both backends from the same params.
 
     Each step: forward with dropout (both backends draw the same masks, from one seeded NumPy stream
     per step, as the trainers do), backward, global-norm clipping, the learning rate lr_of_step(step),
-    AdamW. -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
+    AdamW. numpy_gpt steps as numpy_gpt.train does; torch_gpt through torch_gpt.train's own
+    make_optimizer, accumulate_gradients and optimizer_step, so a trainer that drifts fails parity.
+    -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
     """
     np_params = {k: v.copy() for k, v in params.items()}
     state = adamw_init(np_params)
     model = torch_model(params, config, torch_dtype)
-    opt = torch_optimizer(model)
+    opt = trainer.make_optimizer(model, DEFAULTS, CPU)
     np_losses, torch_losses, norms = [], [], []
     for step, (x, y) in enumerate(batches):
         lr = lr_of_step(step)
-        # numpy_gpt
+        # numpy_gpt, as numpy_gpt.train steps
         _, loss, _, cache = gpt_forward(np_params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
-        grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), ADAMW["grad_clip"])
-        adamw_step(np_params, grads, state, lr, ADAMW["betas"], 1e-8, ADAMW["weight_decay"])
+        grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), DEFAULTS.grad_clip)
+        adamw_step(np_params, grads, state, lr, (DEFAULTS.beta1, DEFAULTS.beta2), weight_decay=DEFAULTS.weight_decay)
         np_losses.append(float(loss))
         norms.append(norm)
-        # torch_gpt
-        for group in opt.param_groups:
-            group["lr"] = lr
+        # torch_gpt, as torch_gpt.train steps: one micro-batch, one process, no autocast
         masks = None
         if dropout:
             masks = [torch.from_numpy(m) for m in dropout_masks(config, *x.shape, dropout,
                                                                 np.random.default_rng(dropout_seed(seed, step)),
                                                                 np_params["wte.weight"].dtype)]
-        _, tloss = model(torch.from_numpy(x), torch.from_numpy(y), masks=masks)
-        tloss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["grad_clip"])
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        tloss = trainer.accumulate_gradients(model, [(torch.from_numpy(x), torch.from_numpy(y), masks)],
+                                             contextlib.nullcontext(), 1)
+        trainer.optimizer_step(model, opt, lr, DEFAULTS.grad_clip)
         torch_losses.append(tloss.item())
     return np_losses, torch_losses, np_params, model.numpy_params(), norms
 
 
 def optimizer_step_both(params, config, grads, lr, torch_dtype):
-    """One clipped AdamW step in each backend from the same params and the same gradients.
+    """One clipped AdamW step in each backend from the same params and the same gradients; torch_gpt's
+    with torch_gpt.train's own make_optimizer and optimizer_step.
 
     -> (numpy params, torch params, the gradient norm before clipping)
     """
     np_params = {k: v.copy() for k, v in params.items()}
-    clipped, norm = clip_grad_norm(grads, ADAMW["grad_clip"])
-    adamw_step(np_params, clipped, adamw_init(np_params), lr, ADAMW["betas"], 1e-8, ADAMW["weight_decay"])
+    clipped, norm = clip_grad_norm(grads, DEFAULTS.grad_clip)
+    adamw_step(np_params, clipped, adamw_init(np_params), lr, (DEFAULTS.beta1, DEFAULTS.beta2),
+               weight_decay=DEFAULTS.weight_decay)
     model = torch_model(params, config, torch_dtype)
-    opt = torch_optimizer(model)
-    for group in opt.param_groups:
-        group["lr"] = lr
+    opt = trainer.make_optimizer(model, DEFAULTS, CPU)
     for name, p in model.named_parameters():
         p.grad = torch.from_numpy(grads[name].copy())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), ADAMW["grad_clip"])
-    opt.step()
+    trainer.optimizer_step(model, opt, lr, DEFAULTS.grad_clip)        # sets lr, clips, steps
     return np_params, model.numpy_params(), norm
 
 
@@ -238,9 +254,9 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
     # rate of the default run's first step
     first_lr = schedule(DEFAULTS.steps)(0)
     p1, t_p1, norm = optimizer_step_both(params, config, grads, first_lr, torch_dtype)
-    sections.append(("parameters after one AdamW step (the same gradients into both optimizers)",
-                     compare_dicts("step1 ", p1, t_p1, tol)))
-    notes = [f"one step: gradient norm {norm:.4g} before clipping to {ADAMW['grad_clip']}, lr {first_lr:.3g} "
+    sections.append(("the update of one AdamW step, p1 - p0 (the same gradients into both optimizers)",
+                     compare_updates("update ", params, p1, t_p1, tol)))
+    notes = [f"one step: gradient norm {norm:.4g} before clipping to {DEFAULTS.grad_clip}, lr {first_lr:.3g} "
              f"(the first step of the default {DEFAULTS.steps}-step run)"]
     # end to end, each backend with its own gradients: reported, not judged (README: "AdamW and zero gradients")
     _, _, pe, t_pe, _ = train_both(params, config, [(x, y)], lambda step: first_lr, torch_dtype)
@@ -259,9 +275,9 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
         sections.append((f"trajectory: {steps} steps, float64 (the worst of {steps} step losses, then every "
                          f"parameter)", [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
                          compare_dicts(f"step{steps} ", pN, t_pN, TRAJECTORY_TOLERANCE)))
-        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {ADAMW['lr']:g}, "
+        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {DEFAULTS.lr:g}, "
                      f"dropout {DEFAULTS.dropout:g} (the same masks in both); "
-                     f"{sum(n > ADAMW['grad_clip'] for n in norms)} of {steps} steps clipped")
+                     f"{sum(n > DEFAULTS.grad_clip for n in norms)} of {steps} steps clipped")
     return Report(sections, notes)
 
 

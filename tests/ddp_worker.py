@@ -1,21 +1,29 @@
 """One DDP training step on CPU ranks (gloo), started by tests/test_ddp.py through torchrun.
 
     torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py TEXT OUT.npz
+    torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py --trainer FLAGS...
 
 Every rank builds the same model, takes its own micro-batch of step 0, and runs the trainer's own
 accumulate_gradients and optimizer_step; rank 0 saves the averaged gradients and updated parameters.
+With --trainer, every rank runs the trainer's command (python -m torch_gpt.train FLAGS) instead.
+Either way each rank ends by printing how many gloo threads it has left: none, once the process group
+is really destroyed.
 """
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from numpy_gpt.cli import check_training_args, prepare_data
+from numpy_gpt.cli import check_training_args, prepare_data, run_cli
 from numpy_gpt.optim import lr_at
 from torch_gpt.model import GPT
-from torch_gpt.train import accumulate_gradients, make_optimizer, micro_batches, optimizer_step, parser
+from torch_gpt.train import (accumulate_gradients, init_distributed, leave_distributed, make_optimizer,
+                             micro_batches, optimizer_step, parser)
+from torch_gpt.train import main as train_main
 
 CPU = torch.device("cpu")
 
@@ -45,8 +53,7 @@ def one_step(model, train_model, args, batches, world):
 
 
 def main(text, out):
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world, _ = init_distributed("cpu")         # the trainer's own start and end of a process group
     args, config, train_ids = setup(text)
     model = GPT(config, seed=args.seed)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -54,8 +61,23 @@ def main(text, out):
     grads, params = one_step(model, ddp, args, batches, world)
     if rank == 0:
         np.savez(out, **{"grad " + n: g for n, g in grads.items()}, **{"param " + n: p for n, p in params.items()})
-    dist.destroy_process_group()
+    del ddp                 # its reducer holds the process group
+    dist.barrier()
+    leave_distributed()
+
+
+def gloo_threads():
+    """The threads of this process that gloo started (Linux names them in /proc): its I/O loop and the
+    process group's workers. They end only when the process group is destroyed."""
+    names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+    return [n for n in names if "gloo" in n]
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    try:
+        if sys.argv[1] == "--trainer":
+            run_cli(lambda: train_main(sys.argv[2:]))      # exits as the command does, through SystemExit
+        else:
+            main(*sys.argv[1:])
+    finally:
+        print(f"rank {os.environ['RANK']}: gloo threads left: {len(gloo_threads())}", flush=True)

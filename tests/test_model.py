@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpy_gpt import GPTConfig, UserError, gpt_backward, gpt_forward, init_params, num_params
+import numpy_gpt.model
+from numpy_gpt.layers import gelu_backward
 from numpy_gpt.model import param_shapes
 
 from conftest import assert_grad_close, numeric_grad
@@ -61,15 +63,34 @@ def random_weights(config, rng):
     return params
 
 
-@settings(max_examples=6, deadline=None)
-@given(n_layer=st.integers(1, 2), n_head=st.integers(1, 2), head_size=st.integers(1, 3),
-       vocab=st.integers(2, 7), T=st.integers(1, 5), B=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
-def test_whole_model_gradient_matches_finite_differences(n_layer, n_head, head_size, vocab, T, B, seed):
-    """d loss / d parameter, for every element of every parameter tensor, float64."""
-    config = GPTConfig(vocab_size=vocab, block_size=T + 1, n_layer=n_layer, n_head=n_head, n_embd=n_head * head_size)
+@st.composite
+def small_models(draw):
+    """-> (config, idx, targets, seed): 1 or 2 layers and heads, head size up to 3, T up to 5, B up to 2.
+
+    n_embd is at least 3. LayerNorm over one channel outputs its bias whatever its input, so with
+    n_embd = 1 everything upstream of ln_f has a gradient of exactly zero, whatever the blocks compute,
+    and the check below passes any bug in them (we planted one: it passed). Over two channels it outputs
+    +-1/sqrt(1 + eps/d^2) for d half the two channels' difference: nearly constant, so what the blocks
+    contribute shrinks to ~eps/d^2, and the planted 10% error showed as 4e-6 to 2e-5 of a gradient's
+    scale, against 5e-2 to 1e-1 from n_embd = 3 on, and a bar of 1e-6. The parity properties draw
+    n_embd >= 3 for the same reason (tests/test_parity.py).
+    """
+    n_head = draw(st.integers(1, 2))
+    head_size = draw(st.integers(-(-3 // n_head), 3))          # the smallest head size giving n_embd >= 3
+    T, vocab = draw(st.integers(1, 5)), draw(st.integers(2, 7))
+    config = GPTConfig(vocab_size=vocab, block_size=T + 1, n_layer=draw(st.integers(1, 2)), n_head=n_head,
+                       n_embd=n_head * head_size)
+    B, seed = draw(st.integers(1, 2)), draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    params = random_weights(config, rng)
-    idx, targets = rng.integers(0, vocab, (B, T)), rng.integers(0, vocab, (B, T))
+    return config, rng.integers(0, vocab, (B, T)), rng.integers(0, vocab, (B, T)), seed
+
+
+@settings(max_examples=6, deadline=None)
+@given(small_models())
+def test_whole_model_gradient_matches_finite_differences(case):
+    """d loss / d parameter, for every element of every parameter tensor, float64."""
+    config, idx, targets, seed = case
+    params = random_weights(config, np.random.default_rng(seed))
     _, loss, _, cache = gpt_forward(params, config, idx, targets)
     grads = gpt_backward(params, config, cache)
     assert list(grads) == list(params)
@@ -79,18 +100,85 @@ def test_whole_model_gradient_matches_finite_differences(n_layer, n_head, head_s
         assert_grad_close(grads[name], numeric, name)
 
 
-def test_every_parameter_gets_a_gradient():
+def gelu_backward_10_percent_high(dout, cache):
+    """A planted bug inside every block: GELU's gradient 10% too large."""
+    return 1.1 * gelu_backward(dout, cache)
+
+
+@settings(max_examples=20, deadline=None)
+@given(small_models())
+def test_whole_model_check_catches_a_wrong_block_gradient_on_every_shape(case):
+    """The shapes above leave the blocks visible: with GELU's backward 10% off, the finite-difference
+    check of the first block's MLP weight fails on every draw (with n_embd = 1 it passed)."""
+    config, idx, targets, seed = case
+    params = random_weights(config, np.random.default_rng(seed))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(numpy_gpt.model, "gelu_backward", gelu_backward_10_percent_high)
+        grads = gpt_backward(params, config, gpt_forward(params, config, idx, targets)[3])
+    w = params["h.0.mlp.c_fc.weight"]
+    with pytest.raises(AssertionError, match="h.0.mlp.c_fc.weight: max error"):
+        assert_grad_close(grads["h.0.mlp.c_fc.weight"],
+                          numeric_grad(lambda: gpt_forward(params, config, idx, targets)[1], w), "h.0.mlp.c_fc.weight")
+
+
+def gradient_problems(grads, n_embd):
+    """-> what is wrong with the coverage of grads, one line per tensor (empty: nothing).
+
+    Every tensor's largest entry is above 1e-3 of the largest gradient anywhere (rounding is ~1e-16 of
+    it), and every entry of it above 1e-9 of its own largest: with random weights, every input token
+    and every position, no entry's true gradient is zero (the smallest we see is 3e-6 of its tensor's
+    largest), and an entry a backward misses comes out exactly 0. The one exception is the key bias,
+    c_attn.bias[C:2C]: it adds q . b_k to every score of a row, which softmax ignores, so its true
+    gradient is exactly 0 and what is computed is rounding, ~1e-17 of the largest gradient: it must be
+    below 1e-12 of it, while the query and value parts obey the rule for entries.
+    """
+    C = n_embd
+    top = max(float(np.abs(g).max()) for g in grads.values())
+    problems = []
+    for name, g in grads.items():
+        parts = {name: np.abs(g)}
+        if name.endswith("c_attn.bias"):
+            parts = {name + "[:C] (query)": np.abs(g[:C]), name + "[2C:] (value)": np.abs(g[2 * C:])}
+            if np.abs(g[C:2 * C]).max() > 1e-12 * top:
+                problems.append(f"{name}[C:2C] (key) is {np.abs(g[C:2 * C]).max() / top:.1e} of the largest "
+                                f"gradient; its true gradient is 0")
+        for part, a in parts.items():
+            if a.max() <= 1e-3 * top:
+                problems.append(f"{part}: largest entry only {a.max() / top:.1e} of the largest gradient")
+            elif a.min() <= 1e-9 * a.max():
+                problems.append(f"{part}: {int((a <= 1e-9 * a.max()).sum())} of {a.size} entries get no gradient")
+    return problems
+
+
+def every_token_and_position():
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
     rng = np.random.default_rng(0)
     params = random_weights(config, rng)
-    idx = np.arange(16).reshape(2, 8) % 11          # every position, most tokens
+    idx = np.arange(16).reshape(2, 8) % 11          # every position, every token
     _, _, _, cache = gpt_forward(params, config, idx, rng.integers(0, 11, (2, 8)))
-    grads = gpt_backward(params, config, cache)
-    for name, g in grads.items():
-        if name == "wte.weight":
-            assert np.abs(g[:11]).sum(1).all(), "each token that appears gets a gradient row"
-        elif not name.endswith("c_attn.bias"):     # the key bias's gradient is 0 (softmax ignores shifts)
-            assert np.abs(g).min() > 0 or np.abs(g).max() > 1e-6, name
+    return config, gpt_backward(params, config, cache)
+
+
+def test_every_parameter_gets_a_gradient():
+    config, grads = every_token_and_position()
+    assert gradient_problems(grads, config.n_embd) == []
+
+
+def test_gradient_coverage_check_catches_a_missing_gradient():
+    """Each way a backward can miss a gradient is named (the check this replaced, max|g| > 1e-6 of any
+    entry, with c_attn.bias skipped, passed all three)."""
+    config, grads = every_token_and_position()
+    C = config.n_embd
+    dv_dropped = grads["h.0.attn.c_attn.weight"] * (np.arange(3 * C) < 2 * C)[:, None]       # (3C, C)
+    no_value_weight = dict(grads, **{"h.0.attn.c_attn.weight": dv_dropped})
+    no_query_bias = dict(grads, **{"h.1.attn.c_attn.bias": grads["h.1.attn.c_attn.bias"] * (np.arange(3 * C) >= C)})
+    key_bias = grads["h.0.attn.c_attn.bias"].copy()
+    key_bias[C + 2] = 1e-3
+    assert gradient_problems(no_value_weight, C) == ["h.0.attn.c_attn.weight: 64 of 192 entries get no gradient"]
+    assert gradient_problems(no_query_bias, C) == ["h.1.attn.c_attn.bias[:C] (query): largest entry only "
+                                                   "0.0e+00 of the largest gradient"]
+    assert gradient_problems(dict(grads, **{"h.0.attn.c_attn.bias": key_bias}), C)[0].startswith(
+        "h.0.attn.c_attn.bias[C:2C] (key) is")
 
 
 def test_forward_shapes_and_activation_names():

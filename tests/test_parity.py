@@ -6,6 +6,8 @@ from hypothesis import assume, given, settings, strategies as st
 
 import numpy_gpt.model
 import parity.compare as pc
+import torch
+import torch_gpt.train
 from numpy_gpt import GPTConfig
 from parity.__main__ import main as parity_main
 
@@ -82,16 +84,156 @@ def test_float32_parity_property(case, seed):
     assert not bad, bad
 
 
+def float32_errors(config, T, B, seed):
+    """-> rows of numpy_gpt's float32 result against its own float64 one, every activation and gradient,
+    each with the tolerance 1e-5 + 200 s. s is the draw's sensitivity: how far the float64 result
+    moves, on the same measure, when every weight moves by one float32 rounding (relative 2^-24,
+    random signs). It is large where a tensor is the small difference of large terms (a LayerNorm
+    bias gradient summed over a few positions), which is where float32 loses digits. Over 5,000
+    random draws the error reached at most 0.30 of this tolerance (and 1e-5 + 21 s over 12,000 others,
+    its largest, 6.7e-4, with a large s); a fixed bound would not do: 1e-4 failed 1 draw in 1,000. A
+    layer computed in float16, whose rounding is 8,000 times float32's, misses by 1,000 s and more (GELU's
+    output in float16: 44 of 59 tensors fail, by up to 9 times the tolerance).
+    """
+    rng = np.random.default_rng(seed)
+    params32 = random_weights(config, rng, np.float32)
+    params64 = {k: v.astype(np.float64) for k, v in params32.items()}
+    u = np.finfo(np.float32).eps / 2
+    nudged = {k: v * (1 + u * rng.choice([-1.0, 1.0], v.shape)) for k, v in params64.items()}
+    x, y = pc.make_batch(config, seed, B, T)
+    results = [pc.numpy_forward_backward(p, config, x, y) for p in (params32, params64, nudged)]
+    (acts32, grads32), (acts64, grads64), (acts_s, grads_s) = results
+    sensitivity = {r.name: r.max_rel for r in pc.compare_dicts("", acts_s, acts64, 0)
+                   + pc.compare_dicts("grad ", grads_s, grads64, 0)}
+    rows = pc.compare_dicts("", acts32, acts64, 0) + pc.compare_dicts("grad ", grads32, grads64, 0)
+    for r in rows:
+        r.tol = 1e-5 + 200 * sensitivity[r.name]
+    return rows
+
+
+@settings(max_examples=25, deadline=None)
+@given(configs(), st.integers(0, 2**32 - 1))
+def test_numpy_float32_stays_near_its_own_float64_property(case, seed):
+    """The float32 parity property skips draws where numpy_gpt's float32 misses its float64 by more
+    than 1e-6: a float32 regression in numpy_gpt would be skipped there, not failed. This fails it,
+    on every draw."""
+    rows = float32_errors(*case, seed)
+    assert len(rows) == 13 * case[0].n_layer + 4 + len(numpy_gpt.model.param_shapes(case[0]))
+    bad = [(r.name, r.max_rel, r.tol) for r in rows if not r.ok]
+    assert not bad, bad
+
+
+def test_a_float32_regression_in_numpy_gpt_is_caught(monkeypatch):
+    """Planted: GELU's output rounded to float16 when the model runs in float32 (float64 untouched)."""
+    real = numpy_gpt.model.gelu_forward
+
+    def gelu_forward_float16(x):
+        out, cache = real(x)
+        return (out.astype(np.float16).astype(out.dtype) if out.dtype == np.float32 else out), cache
+
+    monkeypatch.setattr(numpy_gpt.model, "gelu_forward", gelu_forward_float16)
+    config = GPTConfig(vocab_size=9, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    rows = float32_errors(config, 8, 2, 5)
+    failed = {r.name for r in rows if not r.ok}
+    assert {"h.0.mlp.gelu", "h.1.mlp.gelu", "logits", "grad h.0.mlp.c_fc.weight"} <= failed
+    assert max(r.max_rel / r.tol for r in rows) > 5            # by a wide margin
+
+
 def test_optimizer_step_parity_with_clipping():
     config = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8)
     params = random_weights(config, np.random.default_rng(1), np.float64)
     x, y = pc.make_batch(config, 1, 3)
     _, grads = pc.numpy_forward_backward(params, config, x, y)
     p1, t_p1, norm = pc.optimizer_step_both(params, config, grads, lr=1e-2, torch_dtype=pc.DTYPES["float64"][1])
-    assert norm > pc.ADAMW["grad_clip"], "the clipping must engage for this test to mean something"
+    assert norm > pc.DEFAULTS.grad_clip, "the clipping must engage for this test to mean something"
     rows = pc.compare_dicts("", p1, t_p1, pc.TOLERANCE["float64"])
     assert all(r.ok for r in rows), [(r.name, r.max_rel) for r in rows if not r.ok]
     assert not np.array_equal(p1["h.0.mlp.c_fc.weight"], params["h.0.mlp.c_fc.weight"])
+
+
+def adamw_without_weight_decay(params, grads, state, lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1):
+    """Planted bug: numpy_gpt's AdamW with the decoupled weight decay left out."""
+    REAL_ADAMW_STEP(params, grads, state, lr, betas, eps, weight_decay=0.0)
+
+
+def adamw_30_percent_too_far(params, grads, state, lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1):
+    """Planted bug: numpy_gpt's AdamW with every update 30% too large."""
+    before = {name: p.copy() for name, p in params.items()}
+    REAL_ADAMW_STEP(params, grads, state, lr, betas, eps, weight_decay)
+    for name, p in params.items():
+        p += 0.3 * (p - before[name])
+
+
+REAL_ADAMW_STEP = pc.adamw_step
+ONE_STEP = "the update of one AdamW step"
+SMALL_CONFIG = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=16)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bug", [None, adamw_without_weight_decay, adamw_30_percent_too_far])
+def test_one_step_section_catches_a_wrong_update(monkeypatch, dtype, bug):
+    """At the first step's lr (3e-5) the update is ~3e-5 of a LayerNorm gain of 1: on the parameters'
+    scale, weight decay left out (3e-6 of a parameter) passed float32's 1e-5, and a 30% error in a gain's
+    update too. On the update's scale both fail, in float32 and float64, and only in this section."""
+    if bug:
+        monkeypatch.setattr(pc, "adamw_step", bug)
+    report = pc.run_parity(dtype=dtype, steps=0, config=SMALL_CONFIG)
+    rows = dict(report.sections)
+    title, = [t for t in rows if t.startswith(ONE_STEP)]
+    failed = {r.name.removeprefix("update ") for r in rows[title] if not r.ok}
+    params = pc.init_params(SMALL_CONFIG, 0, np.float64)
+    if bug is None:
+        assert report.ok, [(r.name, r.max_rel, r.tol) for r in report.rows() if not r.ok]
+    elif bug is adamw_without_weight_decay:
+        assert failed == {n for n, p in params.items() if p.ndim == 2}      # the decayed tensors, and only they
+    else:
+        assert failed == set(params)
+    assert all(r.ok for t, section in rows.items() if t != title for r in section)
+
+
+TRAINER = {name: getattr(torch_gpt.train, name)
+           for name in ("make_optimizer", "optimizer_step", "accumulate_gradients")}
+
+
+def optimizer_decaying_everything(model, args, device):
+    """A drifted trainer: weight decay on the biases and LayerNorm too."""
+    return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
+                             weight_decay=args.weight_decay)
+
+
+def step_without_clipping(model, optimizer, lr, grad_clip):
+    """A drifted trainer: the gradient norm no longer clipped."""
+    TRAINER["optimizer_step"](model, optimizer, lr, 0.0)
+
+
+def gradients_without_dropout(model, batches, autocast, world):
+    """A drifted trainer: the dropout masks dropped."""
+    return TRAINER["accumulate_gradients"](model, [(x, y, None) for x, y, _ in batches], autocast, world)
+
+
+@pytest.mark.parametrize("name, drift", [(None, None), ("make_optimizer", optimizer_decaying_everything),
+                                         ("optimizer_step", step_without_clipping),
+                                         ("accumulate_gradients", gradients_without_dropout)])
+def test_parity_runs_the_torch_trainers_own_step(monkeypatch, name, drift):
+    """Parity steps torch_gpt with torch_gpt.train's own functions, so a trainer that drifts from
+    numpy_gpt's update fails it (a restated copy of the step would go on passing)."""
+    if drift:
+        monkeypatch.setattr(torch_gpt.train, name, drift)
+    config = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8)
+    params = random_weights(config, np.random.default_rng(1), np.float64)
+    x, y = pc.make_batch(config, 1, 3)
+    _, grads = pc.numpy_forward_backward(params, config, x, y)
+    p1, t_p1, norm = pc.optimizer_step_both(params, config, grads, 1e-3, torch.float64)
+    assert norm > pc.DEFAULTS.grad_clip, "the clipping must engage for this test to mean something"
+    batches = [pc.make_batch(config, 10 + s, 3) for s in range(4)]
+    np_losses, t_losses, pN, t_pN, _ = pc.train_both(params, config, batches, pc.schedule(4), torch.float64,
+                                                     dropout=0.1, seed=2)
+    tol = pc.TRAJECTORY_TOLERANCE
+    rows = (pc.compare_updates("update ", params, p1, t_p1, pc.TOLERANCE["float64"])
+            + pc.compare_dicts("step4 ", pN, t_pN, tol)
+            + [pc.compare(f"loss {s}", a, b, tol) for s, (a, b) in enumerate(zip(np_losses, t_losses))])
+    failed = [r.name for r in rows if not r.ok]
+    assert bool(failed) == bool(drift), failed
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])

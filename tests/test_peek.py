@@ -209,7 +209,7 @@ def test_any_checkpoint(tmp_path, corpus):
     shown = run("-m", "peek", "show", "--checkpoint", str(out / "checkpoints" / "step_00002.npz"))
     assert shown.returncode == 0, shown.stderr
     assert "step_00002.npz, step 2" in shown.stdout
-    assert "Training" in shown.stdout and "final val loss" in shown.stdout    # the run's log, one folder up
+    assert "Training" in shown.stdout and "val loss" in shown.stdout and "at its last evaluation, step 4" in shown.stdout    # the run's log, one folder up
 
     other = tmp_path / "numpy-run"
     result = run("-m", "numpy_gpt.train", "--data", str(tiny_text_without_romeo(tmp_path)), "--out", str(other),

@@ -107,7 +107,7 @@ def test_live_steps_respond(browser, site):
 
 
 def numpy_sample(checkpoint, prompt, seed, temperature, length, top_k=None, top_p=1.0):
-    flags = ["--prompt", prompt, "--seed", str(seed), "--temperature", str(temperature),
+    flags = ["--dtype", "float64", "--prompt", prompt, "--seed", str(seed), "--temperature", str(temperature),
              "--max-new-tokens", str(length), "--top-p", str(top_p)] + (["--top-k", str(top_k)] if top_k else [])
     result = run("-m", "numpy_gpt.sample", "--checkpoint", str(checkpoint), *flags)
     assert result.returncode == 0, result.stderr
@@ -136,7 +136,7 @@ def test_the_playground_writes_what_numpy_gpt_sample_writes(browser, site, promp
         assert page.text_content("#play-output") == expected
         assert page.locator("#play-bars .bar").count() == 10
         assert page.locator("#play-attention .strip").count() == 4
-        assert "python -m numpy_gpt.sample --prompt" in page.text_content("#play-command")
+        assert "python -m numpy_gpt.sample --dtype float64 --prompt" in page.text_content("#play-command")
         assert_no_problems(problems(page))
 
 

@@ -1,24 +1,37 @@
 """python -m torch_gpt.report: a training run's figures, as markdown, from its log.jsonl.
 
 The README's training section is this command's output for the default run: the losses and the
-ROMEO: sample at every evaluation, the final val loss and the wall time.
+sample (from ROMEO:) at every evaluation, the final val loss and the wall time.
 """
 import argparse
 import json
+import os
 from pathlib import Path
 
-from numpy_gpt.cli import run_cli
-from numpy_gpt.config import UserError
+from numpy_gpt.cli import ArgumentParser, run_cli
+from numpy_gpt.config import UserError, open_input
+
+FIELDS = ("step", "train_loss", "val_loss", "elapsed_s")      # what report() reads from every entry
 
 
 def load_log(out):
+    """The run's log.jsonl -> its entries, each checked for the numbers report() reads."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file; pass the run's folder (the trainer's --out)")
     path = Path(out) / "log.jsonl"
-    if not path.is_file():
-        raise UserError(f"no log at {path}; train first (python -m torch_gpt.train --out {out})")
+    with open_input(path, "log", f"train first (python -m torch_gpt.train --out {out}), or pass the run's --out") as f:
+        data = f.read()
     try:
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not JSON lines ({e})") from None
+        log = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not JSON lines ({e}); is it a training log.jsonl?") from None
+    if not log:
+        raise UserError(f"{path} is empty: the run has not reached its first evaluation yet")
+    for n, e in enumerate(log, 1):
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), (int, float)) for k in FIELDS):
+            raise UserError(f"{path} line {n} lacks a number for one of {', '.join(FIELDS)}; "
+                            f"is it a training log.jsonl?")
+    return log
 
 
 def report(log):
@@ -34,11 +47,15 @@ def report(log):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m torch_gpt.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+    p = ArgumentParser(prog="python -m torch_gpt.report", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out", help="the run's folder (the trainer's --out)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     print(report(load_log(args.out)), end="")
     return 0
 

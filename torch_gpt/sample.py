@@ -1,7 +1,7 @@
 """python -m torch_gpt.sample: write text with the kid from kid.npz or kid.pt, with PyTorch on the CPU.
 
 The same flags, sampling rule and random numbers as python -m numpy_gpt.sample: the same checkpoint,
-prompt and seed print the same text.
+prompt, seed and --dtype print the same text (numpy_gpt.sampling says how surely, for each --dtype).
 """
 import numpy as np
 import torch
@@ -14,16 +14,16 @@ from .checkpoint import load_kid
 from .model import GPT
 
 
-def load_model(path):
-    """A GPT in float32 on the CPU, from a .npz weights file or a kid.pt training state -> (model, chars)."""
+def load_model(path, dtype=torch.float32):
+    """A GPT in dtype on the CPU, from a .npz weights file or a kid.pt training state -> (model, chars)."""
     if str(path).endswith(".pt"):
         state = load_kid(path)
-        model = GPT(state["config"])
-        model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        model = GPT(state["config"], dtype=dtype)
+        model.load_state_dict({k: v.to(dtype) for k, v in state["model"].items()})
         return model.eval(), state["vocab"]
     params, config, chars, _ = load_weights(path)
-    model = GPT(config)
-    model.load_numpy(params)
+    model = GPT(config, dtype=dtype)
+    model.load_numpy(params)                # cast to dtype as it is copied in
     return model.eval(), chars
 
 
@@ -33,12 +33,15 @@ def configure_threads():
     torch.set_num_threads(1)
 
 
+def parser():
+    return sampling_parser("python -m torch_gpt.sample", "Sample text from a trained kid with "
+                           "torch_gpt (reads kid.npz, or the training state kid.pt).")
+
+
 def main(argv=None):
-    args = check_sampling_args(sampling_parser(
-        "python -m torch_gpt.sample", "Sample text from a trained kid with torch_gpt "
-        "(reads kid.npz, or the training state kid.pt).").parse_args(argv))
+    args = check_sampling_args(parser().parse_args(argv))
     configure_threads()
-    model, chars = load_model(args.checkpoint)
+    model, chars = load_model(args.checkpoint, getattr(torch, args.dtype))
     kv = model.new_kv_cache(1)
 
     def prefill(ids):

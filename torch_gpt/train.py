@@ -1,7 +1,7 @@
 """python -m torch_gpt.train: the real training of the kid, on a CPU, a GPU, or several through torchrun.
 
 Writes to --out:
-    log.jsonl                   one JSON object per evaluation: losses, the ROMEO: sample, timing
+    log.jsonl                   one JSON object per evaluation: losses, a sample from --sample-prompt, timing
     checkpoints/step_NNNNN.npz  a weights snapshot at each evaluation (the shared format)
     kid.pt                      the full training state, for --resume (each evaluation, and on a stop)
     kid.npz                     the final weights, for either backend's sampler
@@ -14,21 +14,23 @@ steps since the last evaluation; SIGINT and SIGTERM write kid.pt before exiting.
                                                          gloo on CPU; rank 0 writes all the files.
 """
 import contextlib
+import gc
 import json
 import math
 import os
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from numpy_gpt.checkpoint import save_weights
-from numpy_gpt.cli import (Progress, StopRequest, check_training_args, keep_freed_memory, plot_losses,
-                           prepare_data, run_cli, training_parser, write_log)
+from numpy_gpt.checkpoint import load_weights, save_weights
+from numpy_gpt.cli import (Progress, StopRequest, check_output, check_training_args, keep_freed_memory,
+                           plot_losses, prepare_data, run_cli, training_parser, write_log)
 from numpy_gpt.config import UserError
-from numpy_gpt.data import batch_rng, dropout_seed, get_batch
+from numpy_gpt.data import DEFAULT_PROMPT, batch_rng, default_prompt, dropout_seed, get_batch
 from numpy_gpt.model import dropout_masks
 from numpy_gpt.optim import lr_at
 from numpy_gpt.sampling import generate
@@ -37,15 +39,20 @@ from .checkpoint import load_kid, save_kid
 from .model import GPT
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-SAMPLE_PROMPT, SAMPLE_CHARS, SAMPLE_TEMPERATURE = "ROMEO:", 200, 0.8
+SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
 # the settings that shape the trajectory: a resumed run must use the same ones
 TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
                     "beta1", "beta2", "grad_clip", "dropout", "micro_batches")
 
 
 def parser():
-    p = training_parser("python -m torch_gpt.train", "Train the kid with PyTorch (the main job).")
+    p = training_parser("python -m torch_gpt.train", "Train the kid with PyTorch (the main job).",
+                        trainer="torch_gpt")
     g = p.add_argument_group("torch")
+    g.add_argument("--sample-prompt", default=None,
+                   help=f"the text each evaluation's sample continues; every character must be in the text "
+                        f"(default: {DEFAULT_PROMPT} where the text has its characters, else the first 8 of the "
+                        f"text's distinct characters, sorted, that are not white space)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -74,8 +81,21 @@ def init_distributed(device_name):
         return 0, 1, device
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # torch.distributed.nn's functions take the default group as a default argument, bound when it is first
+    # imported; DDP imports it (through torch._dynamo). Imported after init_process_group, it would hold the
+    # group past destroy_process_group, and the group's gloo threads would run into interpreter shutdown.
+    import torch.distributed.nn  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world, device
+
+
+def leave_distributed():
+    """Destroy the process group now, while Python still runs, so that gloo's threads are joined here
+    rather than left running into interpreter shutdown, where a C++ thread that reaches for Python is ended
+    by an unwind that aborts the process ("terminate called without an active exception", as rank 1 did
+    now and then). Nothing may hold the group by then: no DDP wrapper, whose reducer holds it."""
+    gc.collect()            # a wrapper kept only by a reference cycle (torch.compile makes some)
+    dist.destroy_process_group()
 
 
 def make_optimizer(model, args, device):
@@ -98,8 +118,8 @@ def estimate_loss(model, batches, autocast):
 
 
 @torch.inference_mode()
-def sample_text(model, tokenizer, seed, device):
-    """SAMPLE_CHARS characters after SAMPLE_PROMPT, always with the same random numbers."""
+def sample_text(model, tokenizer, prompt, seed, device):
+    """SAMPLE_CHARS characters after the prompt, always with the same random numbers."""
     kv = model.new_kv_cache(1)
 
     def prefill(ids):
@@ -108,9 +128,9 @@ def sample_text(model, tokenizer, seed, device):
     def decode(token, pos):
         return model.decode(torch.tensor([token], device=device), pos, kv)[0].float().cpu().numpy()
 
-    tokens = [t for t, _ in generate(prefill, decode, tokenizer.encode(SAMPLE_PROMPT), SAMPLE_CHARS,
+    tokens = [t for t, _ in generate(prefill, decode, tokenizer.encode(prompt), SAMPLE_CHARS,
                                      model.config.block_size, np.random.default_rng(seed), SAMPLE_TEMPERATURE)]
-    return SAMPLE_PROMPT + tokenizer.decode(tokens)
+    return prompt + tokenizer.decode(tokens)
 
 
 def micro_batches(train_ids, args, step, rank, config, device, dtype):
@@ -168,7 +188,8 @@ def check_resume(ckpt, config, tokenizer, args, path):
                         f"or a new --out to start another run")
     if ckpt["vocab"] != tokenizer.chars:
         raise UserError(f"{path} was trained on a text with another vocabulary; pass the same --data")
-    diff = [f"--{k.replace('_', '-')} {ckpt['settings'][k]} (flags say {getattr(args, k)})"
+    diff = [f"{ckpt['settings'][k]} micro-batches per step (processes x --grad-accum; now {args.micro_batches})"
+            if k == "micro_batches" else f"--{k.replace('_', '-')} {ckpt['settings'][k]} (flags say {getattr(args, k)})"
             for k in TRAJECTORY_FLAGS if ckpt["settings"].get(k) != getattr(args, k)]
     if diff:
         raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same settings to resume it "
@@ -177,9 +198,10 @@ def check_resume(ckpt, config, tokenizer, args, path):
 
 def main(argv=None):
     args = check_training_args(parser().parse_args(argv))
-    if args.grad_accum < 1:
-        raise UserError(f"--grad-accum must be at least 1, got {args.grad_accum}")
+    if args.sample_prompt == "":
+        raise UserError("--sample-prompt is empty; give it some text, or leave it out for the default")
     out = Path(args.out)
+    check_output(out, "--out", folder=True)
     kid_pt = out / "kid.pt"
     if args.resume and not kid_pt.exists():
         raise UserError(f"--resume, but there is no checkpoint at {kid_pt}; drop --resume to start a new run")
@@ -195,9 +217,13 @@ def main(argv=None):
         if world > 1:
             dist.barrier()          # no rank leaves while rank 0 still writes the last files
         return status
+    except BaseException as e:
+        if world > 1:       # its frames would keep train()'s DDP wrapper alive, and the wrapper's reducer the group
+            traceback.clear_frames(e.__traceback__)
+        raise
     finally:
         if world > 1:
-            dist.destroy_process_group()
+            leave_distributed()
 
 
 def train(args, rank, world, device):
@@ -208,6 +234,12 @@ def train(args, rank, world, device):
     say = print if master else (lambda *a, **k: None)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     tokenizer, config, train_ids, _, evals = prepare_data(args)
+    if args.sample_prompt is None:
+        args.sample_prompt = default_prompt(tokenizer.chars)
+    try:
+        tokenizer.encode(args.sample_prompt)
+    except UserError as e:
+        raise UserError(f"--sample-prompt has {e}") from None
     evals = {split: [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in batches]
              for split, batches in evals.items()}
     ckpt = load_kid(kid_pt) if args.resume else None
@@ -226,11 +258,19 @@ def train(args, rank, world, device):
         step, elapsed_before = ckpt["step"], ckpt["elapsed_s"]
         if (out / "log.jsonl").exists():     # keep what the checkpoint had seen; drop later lines
             log = [e for e in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if e["step"] <= step]
-        if step >= args.steps:
+        # a stop that lands on the last step leaves its evaluation and kid.npz to this run
+        finished = (bool(log) and log[-1]["step"] == step and (out / "kid.npz").exists()
+                    and load_weights(out / "kid.npz")[3].get("step") == step)
+        if step > args.steps or (step == args.steps and finished):
             say(f"{kid_pt} is already at step {step} of --steps {args.steps}: nothing to do; raise --steps "
                 f"to train longer")
             return 0
         say(f"resuming {kid_pt} at step {step} of {args.steps}")
+        threads = ckpt.get("threads")       # torch's CPU sums split their work by thread count
+        if device.type == "cpu" and threads not in (None, torch.get_num_threads()):
+            say(f"warning: {kid_pt} was trained with {threads} CPU threads and this run has "
+                f"{torch.get_num_threads()}, so it will not end bit-identical to a run that never stopped; "
+                f"set OMP_NUM_THREADS={threads} for that")
 
     raw_model = model
     if args.compile:
@@ -251,7 +291,8 @@ def train(args, rank, world, device):
                 "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-                "elapsed_s": elapsed_before + time.perf_counter() - start}
+                "elapsed_s": elapsed_before + time.perf_counter() - start,
+                "tokens_per_s": rate, "threads": torch.get_num_threads()}
 
     def evaluate():
         raw_model.eval()
@@ -260,7 +301,7 @@ def train(args, rank, world, device):
                  "val_loss": estimate_loss(raw_model, evals["val"], autocast),
                  "lr": lr_at(min(step, args.steps - 1), args.lr, args.min_lr, args.warmup_steps, args.steps),
                  "tokens_per_s": round(rate), "elapsed_s": round(elapsed_before + time.perf_counter() - start, 1),
-                 "sample": sample_text(raw_model, tokenizer, args.seed, device)}
+                 "sample": sample_text(raw_model, tokenizer, args.sample_prompt, args.seed, device)}
         raw_model.train()
         save_weights(out / "checkpoints" / f"step_{step:05d}.npz", raw_model.numpy_params(), config,
                      tokenizer.chars, meta={k: entry[k] for k in ("step", "train_loss", "val_loss")})
@@ -271,13 +312,16 @@ def train(args, rank, world, device):
         progress.say(f"step {step}: train loss {entry['train_loss']:.4f}, val loss {entry['val_loss']:.4f}, "
                      f"{entry['elapsed_s']:.0f}s\n{entry['sample']}\n")
 
-    first_step, rate, stopped = step, 0.0, None
+    rate, stopped = ckpt.get("tokens_per_s", 0.0) if ckpt else 0.0, None
     progress = Progress(args.steps, first_step=step) if master else None
     start = mark_time = time.perf_counter()
     mark_step = step
     with StopRequest() as stop:
         while True:
-            if master and (step % args.eval_interval == 0 or step == args.steps) and not (ckpt and step == first_step):
+            # a resumed run evaluates its first step too unless the log has it: a stop comes after
+            # step += 1, before that step's evaluation at the top of the next pass
+            logged = bool(log) and log[-1]["step"] == step
+            if master and (step % args.eval_interval == 0 or step == args.steps) and not logged:
                 evaluate()
                 mark_time, mark_step = time.perf_counter(), step     # tokens/s counts training time only
             if step == args.steps:
