@@ -58,9 +58,13 @@ class TanhGELU(torch.autograd.Function):
 
 
 def gelu(f):
-    """GELU (tanh approximation): TanhGELU where autograd will need its backward (training), else the
-    built-in single op, whose per-call cost is lower on generation's one-position tensors."""
-    return TanhGELU.apply(f) if f.requires_grad else F.gelu(f, approximate="tanh")
+    """GELU (tanh approximation): TanhGELU where autograd will need its backward on a CPU (training),
+    else the built-in single op: its per-call cost is lower on generation's one-position tensors, and
+    off the CPU it is the fused kernel, which computes in float32 under bf16 autocast (TanhGELU, a
+    custom Function that autocast does not know, would compute in bfloat16)."""
+    if f.requires_grad and f.device.type == "cpu":
+        return TanhGELU.apply(f)
+    return F.gelu(f, approximate="tanh")
 
 
 # oneDNN's matmul kernels, where this torch has them: x86-64 CPUs, float32 (see Linear)

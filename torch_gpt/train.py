@@ -72,11 +72,22 @@ def pick_device(name, local_rank):
     return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
 
 
-def init_distributed(device_name):
+def check_device(device, dtype, world):
+    """What a device cannot do, as one line: MPS has no float64, and no process-group backend for torchrun."""
+    if device.type == "mps" and dtype == "float64":
+        raise UserError("--dtype float64 on --device mps: Apple GPUs have no float64; use --dtype float32, "
+                        "or --device cpu")
+    if device.type == "mps" and world > 1:
+        raise UserError("torchrun with --device mps: torch has no process-group backend for Apple GPUs; run "
+                        "one process, or --device cpu (gloo)")
+
+
+def init_distributed(device_name, dtype="float32"):
     """-> (rank, world_size, device). Under torchrun, joins the process group (nccl on CUDA, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
+    check_device(device, dtype, world)
     if world == 1:
         return 0, 1, device
     if device.type == "cuda":
@@ -87,6 +98,14 @@ def init_distributed(device_name):
     import torch.distributed.nn  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world, device
+
+
+def barrier(device):
+    """dist.barrier; nccl is told this rank's GPU, which it would otherwise have to guess."""
+    if device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()
 
 
 def leave_distributed():
@@ -133,23 +152,47 @@ def sample_text(model, tokenizer, prompt, seed, device):
     return prompt + tokenizer.decode(tokens)
 
 
+def wrap_model(model, compile, world, device):
+    """DDP around the model, then torch.compile around that: compiling the DDP-wrapped model lets
+    TorchDynamo's DDPOptimizer split the graph at DDP's gradient buckets, so their all-reduces overlap
+    the backward (PyTorch's "torch.compile and DDP" notes). The other order compiles one graph whose
+    gradients DDP can only reduce after it."""
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if compile else model
+
+
+def device_dropout_masks(config, B, T, p, seed, device, dtype):
+    """The 2 * n_layer dropout masks (B, T, C) drawn on the device itself, from a torch generator seeded
+    by seed: 0 with probability p, else 1 / (1 - p). A GPU trains with these; drawing numpy_gpt's masks
+    on one CPU core and copying them over every step would cap its throughput. The same seed gives the
+    same masks on the same device, not numpy_gpt's."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return [(torch.rand((B, T, config.n_embd), generator=g, device=device) >= p).to(dtype) / (1.0 - p)
+            for _ in range(2 * config.n_layer)]
+
+
 def micro_batches(train_ids, args, step, rank, config, device, dtype):
     """This process's --grad-accum micro-batches for one step, as (x, y, dropout masks or None).
 
     Rank r takes micro-batches r*K .. r*K+K-1 (numpy_gpt.data.batch_rng and dropout_seed), so W ranks
     x K micro-batches see exactly the examples and dropout masks that one process with
-    --grad-accum W*K sees. The masks come from numpy_gpt.model.dropout_masks: the ones numpy_gpt's
-    trainer draws for the same step.
+    --grad-accum W*K sees. On a CPU the masks come from numpy_gpt.model.dropout_masks: the ones
+    numpy_gpt's trainer draws for the same step; on a GPU, from device_dropout_masks.
     """
     out = []
     for k in range(args.grad_accum):
         micro = rank * args.grad_accum + k
         x, y = get_batch(train_ids, args.batch_size, config.block_size, batch_rng(args.seed, step, micro))
         masks = None
-        if args.dropout > 0:
+        if args.dropout > 0 and device.type != "cpu":
+            masks = device_dropout_masks(config, *x.shape, args.dropout, dropout_seed(args.seed, step, micro),
+                                         device, dtype)
+        elif args.dropout > 0:
             rng = np.random.default_rng(dropout_seed(args.seed, step, micro))
-            masks = [torch.from_numpy(m).to(device, non_blocking=True) for m in
-                     dropout_masks(config, *x.shape, args.dropout, rng, NUMPY_DTYPES[dtype])]
+            masks = [torch.from_numpy(m) for m in dropout_masks(config, *x.shape, args.dropout, rng,
+                                                                 NUMPY_DTYPES[dtype])]
         out.append((torch.from_numpy(x).to(device, non_blocking=True),
                     torch.from_numpy(y).to(device, non_blocking=True), masks))
     return out
@@ -210,12 +253,12 @@ def main(argv=None):
                         f"--resume to continue it, or --out DIR to start another")
 
     keep_freed_memory()
-    rank, world, device = init_distributed(args.device)
+    rank, world, device = init_distributed(args.device, args.dtype)
     args.micro_batches = world * args.grad_accum        # micro-batches of --batch-size per optimizer step
     try:
         status = train(args, rank, world, device)
         if world > 1:
-            dist.barrier()          # no rank leaves while rank 0 still writes the last files
+            barrier(device)         # no rank leaves while rank 0 still writes the last files
         return status
     except BaseException as e:
         if world > 1:       # its frames would keep train()'s DDP wrapper alive, and the wrapper's reducer the group
@@ -273,10 +316,7 @@ def train(args, rank, world, device):
                 f"set OMP_NUM_THREADS={threads} for that")
 
     raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = wrap_model(model, args.compile, world, device)
     bf16 = device.type == "cuda" and dtype == torch.float32
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     sync_every = 1 if device.type == "cpu" else 10      # reading the loss waits for the GPU: not every step
