@@ -73,9 +73,9 @@ def load_text_for(args, chars):
 def export_data(args):
     from .analysis import load_kid
     from .export import build_export
-    _, _, chars, _ = load_kid(args.checkpoint)
-    text, name = load_text_for(args, chars)
-    return build_export(args.checkpoint, args.log, args.prompt, text, name)
+    kid = load_kid(args.checkpoint)                 # the weights are read once
+    text, name = load_text_for(args, kid[2])
+    return build_export(args.checkpoint, args.log, args.prompt, text, name, kid=kid)
 
 
 def main(argv=None):

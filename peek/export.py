@@ -50,12 +50,13 @@ FORMAT, VERSION = "tiny-llm peek export", 1
 NEIGHBOURS = 5
 
 
-def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=None):
+def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=None, kid=None):
     """-> (the peek.json dict, float32 params, config, chars) for a checkpoint.
 
     log_path: a log.jsonl, or None to look beside the checkpoint. text: the training text, or None.
+    kid: analysis.load_kid(checkpoint), where the caller has already loaded it.
     """
-    params, config, chars, meta = analysis.load_kid(checkpoint)
+    params, config, chars, meta = kid if kid is not None else analysis.load_kid(checkpoint)
     if log_path is None:
         log_path = analysis.find_log(checkpoint)
     prompt = default_prompt(chars) if prompt is None else prompt
