@@ -1,4 +1,5 @@
-"""The shared weights file (.npz) that both backends read and write, and atomic file writing.
+"""The files both backends read and write: the weights file (.npz), the training state (OUT/kid.pt),
+and atomic file writing.
 
 A weights file holds every parameter under its state_dict() name, plus four entries that are not
 tensors: __format__, __config__ (JSON), __vocab__ (the characters as int32 code points, in id order)
@@ -63,16 +64,22 @@ def save_weights(path, params, config, chars, meta=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_weights(path):
-    """-> (params, config, chars, meta). Every problem with the file is a UserError naming it."""
+def read_npz(path, read, what, hint, damaged, fix):
+    """read(path, z) on the opened .npz, never unpickling. A missing or unreadable file is a UserError
+    with `what` and `hint`; one np.load cannot read (truncated, pickled objects) says `damaged`, then `fix`."""
     path = Path(path)
     try:
-        with open_input(path, "checkpoint", "train one with `python -m torch_gpt.train` or pass --checkpoint "
-                                            "PATH") as f, np.load(f, allow_pickle=False) as z:
-            return _read_weights(path, z)
+        with open_input(path, what, hint) as f, np.load(f, allow_pickle=False) as z:
+            return read(path, z)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as e:
-        raise UserError(f"{path} is truncated or not a tiny-llm .npz weights file ({type(e).__name__}: "
-                        f"{e}); retrain it or pick another checkpoint") from None
+        raise UserError(f"{path} is {damaged} ({type(e).__name__}: {e}); {fix}") from None
+
+
+def load_weights(path):
+    """-> (params, config, chars, meta). Every problem with the file is a UserError naming it."""
+    return read_npz(path, _read_weights, "checkpoint", "train one with `python -m torch_gpt.train` or pass "
+                    "--checkpoint PATH", "truncated or not a tiny-llm .npz weights file",
+                    "retrain it or pick another checkpoint")
 
 
 def _read_weights(path, z):
@@ -120,3 +127,79 @@ def vocab_of(path, codes):
         raise UserError(f"{path}: __vocab__ must be a list of Unicode code points (integers), got "
                         f"{codes.dtype} of shape {codes.shape}; the file is damaged or foreign")
     return "".join(map(chr, codes.tolist()))
+
+
+# ------------------------------------------------------------------------------------------------
+# the training state: OUT/kid.pt, for --resume, written and read by both trainers
+
+STATE_FORMAT = "tiny-llm training state v2"
+STATE_PARTS = ("params", "m", "v")       # the weights and AdamW's two moments, each name -> array
+STATE_META = ("step", "adam_step", "config", "vocab", "settings", "elapsed_s", "tokens_per_s", "threads",
+              "backend")
+
+
+def save_state(path, state):
+    """Write a training state atomically, as an .npz (whatever the file is called; the trainers call it
+    kid.pt, the name the torch trainer's users know).
+
+    state: "params", "m" and "v" (name -> array, every parameter), and the STATE_META entries:
+        step         optimizer steps done, which is also the data position (numpy_gpt.data.batch_rng)
+        adam_step    AdamW's own step count (the same as step, unless the run began from other weights)
+        config       GPTConfig.to_dict(); vocab the characters in id order
+        settings     the flags that shape the trajectory (numpy_gpt.loop.TRAJECTORY_FLAGS)
+        elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
+    No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
+    """
+    arrays = {"__format__": np.array(STATE_FORMAT),
+              "__meta__": np.array(json.dumps({k: state[k] for k in STATE_META}))}
+    for part in STATE_PARTS:
+        for name, a in state[part].items():
+            arrays[f"{part}/{name}"] = np.asarray(a)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_state(path):
+    """-> the state save_state wrote, with config a GPTConfig. Every problem is a UserError naming it."""
+    return read_npz(path, _read_state, "training state", "pass a run's OUT/kid.pt",
+                    "truncated, damaged or not a kid.pt training state", "it was not loaded")
+
+
+def _read_state(path, z):
+    files = set(z.files)
+    if any(f.endswith("/data.pkl") for f in files):
+        raise UserError(f"{path} is a kid.pt from tiny-llm before version 2 (a torch.save file), which this "
+                        f"version does not unpickle; finish that run with the older version, or start anew "
+                        f"from its weights (OUT/kid.npz or OUT/checkpoints/)")
+    if "__format__" not in files or str(z["__format__"]) != STATE_FORMAT:
+        raise UserError(f"{path} is not a kid.pt training state (its __format__ entry is missing or not "
+                        f"{STATE_FORMAT!r})")
+    meta = json.loads(str(z["__meta__"]))
+    missing = [k for k in STATE_META if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; it is damaged or from another version")
+    try:
+        config = GPTConfig.from_dict(meta["config"])
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    if not isinstance(meta["vocab"], str) or len(meta["vocab"]) != config.vocab_size or \
+            not isinstance(meta["settings"], dict):
+        raise UserError(f"{path}: its vocab does not match vocab_size={config.vocab_size}, or its settings are "
+                        f"not a dict; it is damaged or foreign")
+    shapes = param_shapes(config)
+    expected = {f"{part}/{name}" for part in STATE_PARTS for name in shapes} | {"__format__", "__meta__"}
+    if files != expected:
+        raise UserError(f"{path} does not match its config {config.to_dict()}: missing "
+                        f"{sorted(expected - files)[:3] or 'none'}, unexpected {sorted(files - expected)[:3] or 'none'}")
+    state = {**meta, "config": config}
+    dtype = z["params/wte.weight"].dtype
+    for part in STATE_PARTS:
+        state[part] = {}
+        for name, shape in shapes.items():
+            a = z[f"{part}/{name}"]
+            if a.shape != shape or a.dtype != dtype or dtype not in (np.float32, np.float64):
+                raise UserError(f"{path}: {part}/{name} is {a.dtype} of shape {a.shape}, expected {dtype} "
+                                f"(float32 or float64) of shape {shape}")
+            if not np.isfinite(a).all():
+                raise UserError(f"{path}: {part}/{name} contains NaN or inf")
+            state[part][name] = a
+    return state

@@ -2,12 +2,11 @@
 import argparse
 import math
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 from .config import GPTConfig, UserError, open_input
+from .data import DEFAULT_PROMPT
 from .sampling import generate
 
 SEED_MAX = 2 ** 32 - 1
@@ -113,42 +112,39 @@ def check_memory(n_layer, n_embd, block_size, batch_size, n_batches, itemsize, f
 # training
 
 
-TRAINER_HELP = {   # the flags whose meaning differs between the two trainers
-    "numpy_gpt": {
-        "batch_size": "sequences per optimizer step",
-        "seed": "seeds the init, the batches and the dropout masks",
-        "out": "folder for log.jsonl, loss.png and, at the end or on a stop (Ctrl-C), kid.npz",
-        "eval_interval": "estimate the train and val loss (into log.jsonl) every N steps"},
-    "torch_gpt": {
-        "batch_size": "sequences per micro-batch; an optimizer step takes --grad-accum micro-batches in each "
-                      "process",
-        "seed": "seeds the init, the batches, the dropout masks and the samples",
-        "out": "folder for log.jsonl, loss.png, checkpoints/ (weights snapshots), kid.pt (the state, for "
-               "--resume) and, at the end, kid.npz",
-        "eval_interval": "every N steps: estimate the train and val loss, sample from --sample-prompt (into "
-                         "log.jsonl), snapshot the weights into checkpoints/ and save kid.pt"},
-}
-
-
-def training_parser(prog, description, trainer="numpy_gpt"):
-    """The flags both trainers share, as the trainer ("numpy_gpt" or "torch_gpt") reads them.
-    Defaults train the kid: the model is GPTConfig's defaults."""
+def training_parser(prog, description):
+    """The flags of both trainers (numpy_gpt.loop runs them both). Defaults train the kid: the model is
+    GPTConfig's defaults."""
     p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     kid = GPTConfig()
-    helps = TRAINER_HELP[trainer]
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=int, default=5000, help="optimizer steps in the whole run")
-    g.add_argument("--batch-size", type=int, default=32, help=helps["batch_size"])
-    g.add_argument("--seed", type=int, default=1337, help=f"{helps['seed']} (0..{SEED_MAX})")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="sequences per micro-batch; an optimizer step takes --grad-accum micro-batches in each "
+                        "process")
+    g.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches of --batch-size per optimizer step and process")
+    g.add_argument("--seed", type=int, default=1337,
+                   help=f"seeds the init, the batches, the dropout masks and the samples (0..{SEED_MAX})")
     g.add_argument("--data", default=None,
                    help="a UTF-8 text file to train on (default: tinyshakespeare at data/tinyshakespeare.txt, "
                         "downloaded and checked if missing)")
-    g.add_argument("--out", default="out", help=helps["out"])
-    g.add_argument("--eval-interval", type=int, default=500, help=helps["eval_interval"])
+    g.add_argument("--out", default="out",
+                   help="folder for log.jsonl, loss.png, checkpoints/ (weights snapshots), kid.pt (the training "
+                        "state, for --resume by either trainer) and, at the end, kid.npz")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run saved in OUT/kid.pt, whichever trainer wrote it")
+    g.add_argument("--eval-interval", type=int, default=500,
+                   help="every N steps: estimate the train and val loss, sample from --sample-prompt (into "
+                        "log.jsonl), snapshot the weights into checkpoints/ and save kid.pt")
     g.add_argument("--eval-batches", type=int, default=100,
                    help="fixed val batches (of --batch-size full-length sequences) per val loss estimate")
     g.add_argument("--eval-train-batches", type=int, default=20,
                    help="fixed train-split batches per train loss estimate (it only draws the curve)")
+    g.add_argument("--sample-prompt", default=None,
+                   help=f"the text each evaluation's sample continues; every character must be in the text "
+                        f"(default: {DEFAULT_PROMPT} where the text has its characters, else the first 8 of the "
+                        f"text's distinct characters, sorted, that are not white space)")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     g = p.add_argument_group("optimizer: AdamW, linear warmup then cosine decay, global-norm clipping")
     g.add_argument("--lr", type=finite_float, default=3e-3, help="peak learning rate")
@@ -172,7 +168,7 @@ def training_parser(prog, description, trainer="numpy_gpt"):
 def check_training_args(args):
     """Impossible settings, found before any work is done (the data is not read yet). Fills in --min-lr."""
     check_at_least(args, 1, "--steps", "--batch-size", "--eval-interval", "--eval-batches", "--eval-train-batches",
-                   "--n-layer", "--n-head", "--n-embd", "--block-size", *(["--grad-accum"] if "grad_accum" in args else []))
+                   "--n-layer", "--n-head", "--n-embd", "--block-size", "--grad-accum")
     if args.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be 0 or more, got {args.warmup_steps}")
     check_seed(args.seed)
@@ -191,7 +187,7 @@ def check_training_args(args):
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     model_config(args, vocab_size=1)        # n_embd divisible by n_head; the vocabulary comes with the data
     check_memory(args.n_layer, args.n_embd, args.block_size, args.batch_size,
-                 args.eval_batches + args.eval_train_batches + getattr(args, "grad_accum", 1),
+                 args.eval_batches + args.eval_train_batches + args.grad_accum,
                  4 if args.dtype == "float32" else 8,
                  "lower --n-layer, --n-embd, --block-size, --batch-size, --eval-batches or --eval-train-batches")
     return args
@@ -218,80 +214,6 @@ def keep_freed_memory():
 def model_config(args, vocab_size):
     return GPTConfig(vocab_size=vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                      n_head=args.n_head, n_embd=args.n_embd)
-
-
-class Progress:
-    """One status line: step, loss, tokens/s, elapsed and ETA.
-
-    On a terminal it redraws in place; otherwise (a log file, CI) it prints a new line every
-    `every` seconds. say() prints a message above it.
-    """
-
-    def __init__(self, total_steps, first_step=0, every=30.0, stream=sys.stderr):
-        self.total, self.first = total_steps, first_step
-        self.stream, self.every = stream, every
-        self.tty = stream.isatty()
-        self.start = self.last_print = time.perf_counter()
-        self.line = ""
-
-    def update(self, step, loss, tokens_per_s):
-        """step: optimizer steps done so far."""
-        now = time.perf_counter()
-        done = step - self.first
-        eta = (self.total - step) * (now - self.start) / done if done else float("nan")
-        self.line = (f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_s / 1e3:.1f}k tok/s | "
-                     f"{_clock(now - self.start)} elapsed | ETA {_clock(eta)}")
-        if self.tty:
-            self.stream.write("\r" + self.line + "\033[K")
-            self.stream.flush()
-        elif now - self.last_print >= self.every or step == self.total:
-            print(self.line, file=self.stream, flush=True)
-            self.last_print = now
-
-    def say(self, message):
-        """Print a message to stdout, above the status line (which lives on stderr, as tqdm's does)."""
-        if self.tty and self.line:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-        print(message, flush=True)
-        if self.tty and self.line:
-            self.stream.write(self.line)
-            self.stream.flush()
-
-    def close(self):
-        if self.tty and self.line:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class StopRequest:
-    """While active, SIGINT (Ctrl-C) and SIGTERM only set .signum: the training loop checks it after each
-    step, writes its checkpoint and exits, so a stop never lands in the middle of an update.
-    A second signal stops at once (files are written atomically, so none is left half-written)."""
-
-    def __init__(self):
-        self.signum = None
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-
-def _clock(seconds):
-    if seconds != seconds:     # NaN: nothing measured yet
-        return "--:--"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,58 +302,3 @@ def stream_samples(args, prefill, decode, tokenizer, block_size, rng, out=sys.st
             out.flush()
     out.write("\n")
     out.flush()
-
-
-# ------------------------------------------------------------------------------------------------
-# what both trainers do around the training itself
-
-
-def prepare_data(args):
-    """Load the text, build the vocabulary, split it, and draw the fixed evaluation batches.
-
-    -> (tokenizer, config, train_ids, val_ids, evals) where evals maps "train"/"val" to (x, y) batches.
-    """
-    from .data import CharTokenizer, eval_batches, load_text, split_train_val
-    text = load_text(args.data)
-    tokenizer = CharTokenizer.from_text(text)
-    config = model_config(args, tokenizer.vocab_size)
-    train_ids, val_ids = split_train_val(tokenizer.encode(text), config.block_size)
-    evals = {name: eval_batches(ids, n, args.batch_size, config.block_size, args.seed + i)
-             for i, (name, ids, n) in enumerate((("train", train_ids, args.eval_train_batches),
-                                                 ("val", val_ids, args.eval_batches)))}
-    return tokenizer, config, train_ids, val_ids, evals
-
-
-def write_log(path, entries):
-    """log.jsonl: one JSON object per evaluation, the whole file rewritten atomically each time."""
-    import json
-    from .checkpoint import atomic_write
-    atomic_write(path, lambda f: f.write("".join(json.dumps(e) + "\n" for e in entries).encode()))
-
-
-def plot_losses(entries, path, say=print):
-    """loss.png: train and val loss against step. Needs matplotlib (pip install 'tiny-llm[plot]')."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        if not plot_losses.warned:
-            say("matplotlib is not installed, so no loss.png (pip install matplotlib to get one)")
-            plot_losses.warned = True
-        return
-    from .checkpoint import atomic_write
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    steps = [e["step"] for e in entries]
-    for split in ("train", "val"):
-        ax.plot(steps, [e[f"{split}_loss"] for e in entries], marker="o", label=f"{split} loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats per character)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-
-
-plot_losses.warned = False

@@ -127,6 +127,21 @@ def get_batch(ids, batch_size, block_size, rng):
     return batch[:, :-1], batch[:, 1:]
 
 
+# ------------------------------------------------------------------------------------------------
+# random streams
+#
+# A run draws from several random streams, all from its one --seed. Each has its own tag, the second
+# word of its key, so no two share bits: NumPy pads a short key with zeros, so without tags
+# default_rng(seed) and default_rng([seed, 0, 0]) would be one stream.
+
+INIT, BATCH, DROPOUT, EVAL, SAMPLE = 1, 2, 3, 4, 5
+
+
+def stream(seed, tag, *key):
+    """The generator for one stream: tag is one of INIT .. SAMPLE, key the stream's fixed-length key."""
+    return np.random.default_rng([seed, tag, *key])
+
+
 def batch_rng(seed, step, micro_batch=0):
     """The generator for one micro-batch of one optimizer step.
 
@@ -135,16 +150,17 @@ def batch_rng(seed, step, micro_batch=0):
     micro-batches r*K .. r*K+K-1, so every rank has its own stream, and one process with
     --grad-accum W*K sees exactly the examples that W ranks with --grad-accum K see.
     """
-    return np.random.default_rng([seed, step, micro_batch])
+    return stream(seed, BATCH, step, micro_batch)
 
 
-def eval_batches(ids, n_batches, batch_size, block_size, seed):
-    """Fixed batches for measuring loss: the same ones at every evaluation, and in every backend."""
-    rng = np.random.default_rng([seed, 0xE7A1])
+def eval_batches(ids, n_batches, batch_size, block_size, seed, split=0):
+    """Fixed batches for measuring loss: the same ones at every evaluation, and in every backend.
+    split numbers the split (0 train, 1 val), so each split has a stream of its own."""
+    rng = stream(seed, EVAL, split)
     return [get_batch(ids, batch_size, block_size, rng) for _ in range(n_batches)]
 
 
 def dropout_seed(seed, step, micro_batch=0):
     """A seed for the dropout masks of one micro-batch of one step, keyed like batch_rng, so a resumed
     run, and W ranks x K micro-batches, draw the same masks as the run they stand for."""
-    return int(np.random.SeedSequence([seed, step, micro_batch, 0xD0]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, DROPOUT, step, micro_batch]).generate_state(1)[0])

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .data import INIT, stream
 from .layers import (attention_forward, attention_backward, cross_entropy_forward, cross_entropy_backward,
                      dropout_forward, dropout_backward, dropout_mask, embedding_forward, embedding_backward, gelu_forward,
                      gelu_backward, layernorm_forward, layernorm_backward, linear_forward, linear_backward,
@@ -35,8 +36,9 @@ def param_shapes(config):
 
 def init_params(config, seed=0, dtype=np.float32):
     """GPT-2 initialization: weights N(0, 0.02), the two residual-output projections N(0, 0.02/sqrt(2L))
-    (so the residual stream's variance does not grow with depth), biases 0, LayerNorm weights 1."""
-    rng = np.random.default_rng(seed)
+    (so the residual stream's variance does not grow with depth), biases 0, LayerNorm weights 1.
+    The numbers come from seed's INIT stream (numpy_gpt.data)."""
+    rng = stream(seed, INIT)
     params = {}
     for name, shape in param_shapes(config).items():
         if len(shape) == 2:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.cli import plot_losses
+from numpy_gpt.loop import plot_losses
 from numpy_gpt.config import UserError
 
 from .analysis import show_char

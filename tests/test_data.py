@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from numpy_gpt import data
-from numpy_gpt.config import UserError
+from numpy_gpt.config import GPTConfig, UserError
 from numpy_gpt.data import CharTokenizer, batch_rng, eval_batches, get_batch, load_text, split_train_val
+from numpy_gpt.model import init_params
 
 from conftest import corpus_path
 
@@ -130,3 +131,29 @@ def test_eval_batches_are_fixed():
     ids = np.arange(500)
     a, b = eval_batches(ids, 3, 4, 8, seed=1), eval_batches(ids, 3, 4, 8, seed=1)
     assert len(a) == 3 and all(np.array_equal(p[0], q[0]) for p, q in zip(a, b))
+
+
+def test_no_two_random_streams_of_a_run_share_bits():
+    """The init, every (step, micro-batch) of the batches and dropout masks, both evaluation splits and
+    the samples: each stream's first 64 bits differ from every other's, for several seeds. Untagged
+    keys fail this: NumPy pads a short key with zeros, so default_rng(s) is default_rng([s, 0, 0])."""
+    assert np.random.default_rng(5).integers(2 ** 63) == np.random.default_rng([5, 0, 0]).integers(2 ** 63)
+
+    def first_bits(rng):
+        return int(rng.bit_generator.random_raw())
+
+    for seed in (0, 1, 1337, 2 ** 32 - 1):
+        streams = {"init": data.stream(seed, data.INIT), "samples": data.stream(seed, data.SAMPLE)}
+        streams.update({f"eval {split}": data.stream(seed, data.EVAL, split) for split in (0, 1)})
+        for step in range(0, 60000, 997):
+            for micro in (0, 1):
+                streams[f"batch {step} {micro}"] = batch_rng(seed, step, micro)
+                streams[f"dropout {step} {micro}"] = np.random.default_rng(data.dropout_seed(seed, step, micro))
+        bits = {name: first_bits(rng) for name, rng in streams.items()}
+        assert len(set(bits.values())) == len(bits)
+    # the streams the trainers use are these tagged ones
+    config = GPTConfig(vocab_size=3, block_size=2, n_layer=1, n_head=1, n_embd=2)
+    assert init_params(config, seed=9)["wte.weight"][0, 0] == np.float32(
+        0.02 * data.stream(9, data.INIT).standard_normal())
+    np.testing.assert_array_equal(eval_batches(np.arange(500), 1, 4, 8, seed=9, split=1)[0][0],
+                                  get_batch(np.arange(500), 4, 8, data.stream(9, data.EVAL, 1))[0])

@@ -172,6 +172,12 @@ def training_flags(holding_a_run):
         "--n-head": count(1, huge=ERROR, huge_says="divisible"),
         "--n-embd": count(1, huge=ERROR, huge_says=MEMORY),
         "--block-size": count(1, huge=ERROR, huge_says=MEMORY),
+        "--resume": switch(says="--resume, but there is no checkpoint"),
+        "--grad-accum": count(1, huge=ERROR, huge_says=MEMORY),
+        "--sample-prompt": cases(unknown_characters=Case("unknown characters", "snow ☃", says=("--sample-prompt", "'☃'"),
+                                                         extra=TEXT),
+                                 empty=Case("empty", "", says="--sample-prompt"),
+                                 valid=Case("valid", "ROMEO:", VALID)),
     }
 
 
@@ -220,36 +226,34 @@ def peek_flags(**more):
     return {**flags, **more}
 
 
+REPORT_FLAGS = {
+    "--out": cases(missing=Case("missing", "nowhere", says="nowhere"),
+                   a_file=Case("a file", "afile", says="afile"),
+                   no_log=Case("no log", "folder", says=("folder", "log not found")),
+                   log_is_a_folder=Case("log is a folder", "report-dirlog", says=("report-dirlog", "is a folder")),
+                   unreadable_log=Case("unreadable log", "report-locked", says=("report-locked", "ermission denied")),
+                   log_not_UTF_8=Case("log not UTF-8", "report-binary", says="report-binary"),
+                   log_not_JSON=Case("log not JSON", "report-text", says=("report-text", "JSON")),
+                   log_of_lists=Case("log of lists", "report-lists", says="report-lists"),
+                   empty_log=Case("empty log", "report-empty", says=("report-empty", "empty")),
+                   no_value=Case("no value", None)),
+}
+
+
 TABLE = {
     "numpy_gpt.train": ([*TINY, "--out", "new-run", "--data", "nowhere.txt"], "data file not found",
-                        training_flags("already exists")),
+                        training_flags("already holds a run")),
     "torch_gpt.train": ([*TINY, "--out", "new-run", "--data", "nowhere.txt"], "data file not found", {
         **training_flags("already holds a run"),
         "--device": choice("cpu", "auto"),
         "--compile": switch(),
-        "--resume": switch(says="--resume, but there is no checkpoint"),
-        "--grad-accum": count(1, huge=ERROR, huge_says=MEMORY),
-        "--sample-prompt": cases(unknown_characters=Case("unknown characters", "snow ☃", says=("--sample-prompt", "'☃'"),
-                                                         extra=TEXT),
-                                 empty=Case("empty", "", says="--sample-prompt"),
-                                 valid=Case("valid", "ROMEO:", VALID)),
     }),
     "numpy_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags()),
     "torch_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags(
         broken_kid_pt=Case("broken kid.pt", "garbage.pt", says=("garbage.pt", "not a kid.pt")),
         unreadable_kid_pt=Case("unreadable kid.pt", "locked.pt", says=("locked.pt", "ermission denied")))),
-    "torch_gpt.report": ([], None, {
-        "--out": cases(missing=Case("missing", "nowhere", says="nowhere"),
-                       a_file=Case("a file", "afile", says="afile"),
-                       no_log=Case("no log", "folder", says=("folder", "log not found")),
-                       log_is_a_folder=Case("log is a folder", "report-dirlog", says=("report-dirlog", "is a folder")),
-                       unreadable_log=Case("unreadable log", "report-locked", says=("report-locked", "ermission denied")),
-                       log_not_UTF_8=Case("log not UTF-8", "report-binary", says="report-binary"),
-                       log_not_JSON=Case("log not JSON", "report-text", says=("report-text", "JSON")),
-                       log_of_lists=Case("log of lists", "report-lists", says="report-lists"),
-                       empty_log=Case("empty log", "report-empty", says=("report-empty", "empty")),
-                       no_value=Case("no value", None)),
-    }),
+    "numpy_gpt.report": ([], None, REPORT_FLAGS),
+    "torch_gpt.report": ([], None, REPORT_FLAGS),
     "parity": (["--checkpoint", "nowhere.npz"], "checkpoint not found", {
         "--checkpoint": checkpoint(),
         "--dtype": choice("float64", "float32"),
@@ -376,7 +380,7 @@ def make_files(folder):
 # modules the commands import, loaded once before forking; never the commands' own modules (runpy
 # warns when the module it runs is imported already), nor what imports them (parity imports torch_gpt.train)
 PRELOAD = ["numpy", "torch", "torch.distributed", "numpy_gpt.cli", "numpy_gpt.checkpoint", "numpy_gpt.model",
-           "torch_gpt.model", "torch_gpt.checkpoint", "peek.analysis", "peek.export", "peek.build"]
+           "torch_gpt.model", "peek.analysis", "peek.export", "peek.build"]
 
 
 def drop_root_file_powers():

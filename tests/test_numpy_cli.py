@@ -54,7 +54,7 @@ def test_train_cuts_the_loss_then_sample(small_text, tmp_path):
 def test_refuses_to_overwrite_a_trained_kid(small_text, tmp_path):
     (tmp_path / "kid.npz").write_bytes(b"precious")
     result = run("-m", "numpy_gpt.train", "--data", str(small_text), "--out", str(tmp_path), "--steps", "1", *SMALL)
-    assert_user_error(result, "kid.npz already exists")
+    assert_user_error(result, "already holds a run (kid.npz); pass --resume")
     assert (tmp_path / "kid.npz").read_bytes() == b"precious"
 
 

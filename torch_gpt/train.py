@@ -1,64 +1,38 @@
 """python -m torch_gpt.train: the real training of the kid, on a CPU, a GPU, or several through torchrun.
 
-Writes to --out:
-    log.jsonl                   one JSON object per evaluation: losses, a sample from --sample-prompt, timing
-    checkpoints/step_NNNNN.npz  a weights snapshot at each evaluation (the shared format)
-    kid.pt                      the full training state, for --resume (each evaluation, and on a stop)
-    kid.npz                     the final weights, for either backend's sampler
-    loss.png                    train and val loss against step (needs matplotlib)
-
-Every file is written atomically. A run killed at any moment, even by kill -9, loses at most the
-steps since the last evaluation; SIGINT and SIGTERM write kid.pt before exiting.
+The loop, its files (log.jsonl, checkpoints/, kid.pt, kid.npz, loss.png), --resume and the stop rules
+are numpy_gpt.loop's, shared with numpy_gpt.train; this file is the PyTorch step, the devices and DDP.
+A run it starts continues with python -m numpy_gpt.train --resume, and the other way round.
 
     torchrun --nproc_per_node=N -m torch_gpt.train ...   data-parallel training (DDP): nccl on CUDA,
                                                          gloo on CPU; rank 0 writes all the files.
 """
 import contextlib
 import gc
-import json
-import math
 import os
-import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from numpy_gpt.checkpoint import load_weights, save_weights
-from numpy_gpt.cli import (Progress, StopRequest, check_output, check_training_args, keep_freed_memory,
-                           plot_losses, prepare_data, run_cli, training_parser, write_log)
+from numpy_gpt.cli import run_cli, training_parser
 from numpy_gpt.config import UserError
-from numpy_gpt.data import DEFAULT_PROMPT, batch_rng, default_prompt, dropout_seed, get_batch
+from numpy_gpt.data import batch_rng, dropout_seed, get_batch
+from numpy_gpt.loop import check_run, train
 from numpy_gpt.model import dropout_masks
-from numpy_gpt.optim import lr_at
-from numpy_gpt.sampling import generate
 
-from .checkpoint import load_kid, save_kid
 from .model import GPT
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
-# the settings that shape the trajectory: a resumed run must use the same ones
-TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
-                    "beta1", "beta2", "grad_clip", "dropout", "micro_batches")
 
 
 def parser():
-    p = training_parser("python -m torch_gpt.train", "Train the kid with PyTorch (the main job).",
-                        trainer="torch_gpt")
+    p = training_parser("python -m torch_gpt.train", "Train the kid with PyTorch (the main job).")
     g = p.add_argument_group("torch")
-    g.add_argument("--sample-prompt", default=None,
-                   help=f"the text each evaluation's sample continues; every character must be in the text "
-                        f"(default: {DEFAULT_PROMPT} where the text has its characters, else the first 8 of the "
-                        f"text's distinct characters, sorted, that are not white space)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--resume", action="store_true", help="continue the run saved in OUT/kid.pt")
-    g.add_argument("--grad-accum", type=int, default=1,
-                   help="micro-batches of --batch-size per optimizer step and process")
     return p
 
 
@@ -129,27 +103,12 @@ def make_optimizer(model, args, device):
 
 @torch.inference_mode()
 def estimate_loss(model, batches, autocast):
+    """The mean loss over the batches, as numpy_gpt takes it: in NumPy, so a float64 run keeps its precision."""
     losses = []
     for x, y in batches:
         with autocast:
-            losses.append(model(x, y)[1].float())
-    return torch.stack(losses).mean().item()
-
-
-@torch.inference_mode()
-def sample_text(model, tokenizer, prompt, seed, device):
-    """SAMPLE_CHARS characters after the prompt, always with the same random numbers."""
-    kv = model.new_kv_cache(1)
-
-    def prefill(ids):
-        return model.prefill(torch.tensor([ids], device=device), kv)[0].float().cpu().numpy()
-
-    def decode(token, pos):
-        return model.decode(torch.tensor([token], device=device), pos, kv)[0].float().cpu().numpy()
-
-    tokens = [t for t, _ in generate(prefill, decode, tokenizer.encode(prompt), SAMPLE_CHARS,
-                                     model.config.block_size, np.random.default_rng(seed), SAMPLE_TEMPERATURE)]
-    return prompt + tokenizer.decode(tokens)
+            losses.append(model(x, y)[1].item())
+    return float(np.mean(losses))
 
 
 def wrap_model(model, compile, world, device):
@@ -222,186 +181,111 @@ def optimizer_step(model, optimizer, lr, grad_clip):
     optimizer.zero_grad(set_to_none=True)
 
 
-def check_resume(ckpt, config, tokenizer, args, path):
-    """A resumed run must be the same run: same model, vocabulary and trajectory settings."""
-    if ckpt["config"] != config:
-        diff = [f"{k}={v} (flags say {getattr(config, k)})" for k, v in ckpt["config"].to_dict().items()
-                if getattr(config, k) != v]
-        raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same flags to resume it, "
-                        f"or a new --out to start another run")
-    if ckpt["vocab"] != tokenizer.chars:
-        raise UserError(f"{path} was trained on a text with another vocabulary; pass the same --data")
-    diff = [f"{ckpt['settings'][k]} micro-batches per step (processes x --grad-accum; now {args.micro_batches})"
-            if k == "micro_batches" else f"--{k.replace('_', '-')} {ckpt['settings'][k]} (flags say {getattr(args, k)})"
-            for k in TRAJECTORY_FLAGS if ckpt["settings"].get(k) != getattr(args, k)]
-    if diff:
-        raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same settings to resume it "
-                        f"(--steps may change), or a new --out to start another run")
+class TorchBackend:
+    """torch_gpt's parts of the training loop (numpy_gpt.loop says what each one is), for one process."""
+    name = "torch_gpt"
+
+    def __init__(self, args, rank, world, device):
+        self.args, self.rank, self.world, self.device = args, rank, world, device
+        self.master = rank == 0
+        self.dtype = torch.float64 if args.dtype == "float64" else torch.float32
+        self.sync_every = 1 if device.type == "cpu" else 10     # reading the loss waits for a GPU: not every step
+        self.threads = torch.get_num_threads() if device.type == "cpu" else None
+        self.bf16 = device.type == "cuda" and self.dtype == torch.float32
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def start(self, data, state):
+        args, device = self.args, self.device
+        self.config, self.train_ids = data.config, data.train_ids
+        self.evals = {split: [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in batches]
+                      for split, batches in data.evals.items()}
+        self.raw = GPT(self.config, seed=args.seed, dtype=self.dtype).to(device)
+        self.optimizer = make_optimizer(self.raw, args, device)
+        if state:
+            self.raw.load_numpy(state["params"])
+            self.load_optimizer_state(state)
+        self.model = wrap_model(self.raw, args.compile, self.world, device)
+        if self.master:
+            print(f"torch_gpt: {sum(p.numel() for p in self.raw.parameters()):,} parameters, {self.config}, "
+                  f"{args.dtype}{' (bf16 autocast)' if self.bf16 else ''}, device {device}, {self.world} "
+                  f"process(es) x {args.grad_accum} micro-batch(es) of {args.batch_size}: "
+                  f"{args.batch_size * self.config.block_size * args.micro_batches:,} tokens per step")
+
+    def train_step(self, step, lr):
+        batches = micro_batches(self.train_ids, self.args, step, self.rank, self.config, self.device, self.dtype)
+        loss = accumulate_gradients(self.model, batches, self.autocast, self.world)
+        optimizer_step(self.raw, self.optimizer, lr, self.args.grad_clip)
+        return loss.detach()
+
+    def evaluate(self, split):
+        self.raw.eval()
+        loss = estimate_loss(self.raw, self.evals[split], self.autocast)
+        self.raw.train()
+        return loss
+
+    @contextlib.contextmanager
+    def sampling(self):
+        kv, device = self.raw.new_kv_cache(1), self.device
+        self.raw.eval()
+        with torch.inference_mode():
+            yield (lambda ids: self.raw.prefill(torch.tensor([ids], device=device), kv)[0].float().cpu().numpy(),
+                   lambda token, pos: self.raw.decode(torch.tensor([token], device=device), pos, kv)[0]
+                   .float().cpu().numpy())
+        self.raw.train()
+
+    def params(self):
+        return self.raw.numpy_params()
+
+    def optimizer_names(self):
+        """The parameters' names in the optimizer's order (its state_dict numbers them so)."""
+        names = {id(p): name for name, p in self.raw.named_parameters()}
+        return [names[id(p)] for group in self.optimizer.param_groups for p in group["params"]]
+
+    def optimizer_state(self):
+        """AdamW's moments and step count as NumPy, the training state's form (before a first step: zeros)."""
+        state = self.optimizer.state_dict()["state"]
+        if not state:
+            zeros = {name: np.zeros_like(p) for name, p in self.params().items()}
+            return {"m": zeros, "v": zeros, "adam_step": 0}
+        names = self.optimizer_names()
+        return {"m": {names[i]: s["exp_avg"].detach().cpu().numpy() for i, s in state.items()},
+                "v": {names[i]: s["exp_avg_sq"].detach().cpu().numpy() for i, s in state.items()},
+                "adam_step": int(state[0]["step"])}
+
+    def load_optimizer_state(self, state):
+        if not state["adam_step"]:
+            return                  # a fresh optimizer is the state of one that has not stepped
+        full = self.optimizer.state_dict()
+        full["state"] = {i: {"step": torch.tensor(float(state["adam_step"])),
+                             "exp_avg": torch.from_numpy(state["m"][name]),
+                             "exp_avg_sq": torch.from_numpy(state["v"][name])}
+                         for i, name in enumerate(self.optimizer_names())}
+        self.optimizer.load_state_dict(full)     # it casts and moves each tensor to its parameter's place
+
+    def agree(self, flags):
+        if self.world == 1:
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
 
 
 def main(argv=None):
-    args = check_training_args(parser().parse_args(argv))
-    if args.sample_prompt == "":
-        raise UserError("--sample-prompt is empty; give it some text, or leave it out for the default")
-    out = Path(args.out)
-    check_output(out, "--out", folder=True)
-    kid_pt = out / "kid.pt"
-    if args.resume and not kid_pt.exists():
-        raise UserError(f"--resume, but there is no checkpoint at {kid_pt}; drop --resume to start a new run")
-    if not args.resume and (kid_pt.exists() or (out / "kid.npz").exists()):
-        raise UserError(f"{out} already holds a run ({kid_pt.name if kid_pt.exists() else 'kid.npz'}); pass "
-                        f"--resume to continue it, or --out DIR to start another")
-
-    keep_freed_memory()
+    args = check_run(parser().parse_args(argv))
     rank, world, device = init_distributed(args.device, args.dtype)
     args.micro_batches = world * args.grad_accum        # micro-batches of --batch-size per optimizer step
     try:
-        status = train(args, rank, world, device)
+        status = train(args, TorchBackend(args, rank, world, device))
         if world > 1:
             barrier(device)         # no rank leaves while rank 0 still writes the last files
         return status
     except BaseException as e:
-        if world > 1:       # its frames would keep train()'s DDP wrapper alive, and the wrapper's reducer the group
+        if world > 1:       # its frames would keep the backend's DDP wrapper alive, and the wrapper's reducer the group
             traceback.clear_frames(e.__traceback__)
         raise
     finally:
         if world > 1:
             leave_distributed()
-
-
-def train(args, rank, world, device):
-    """The training run of one process -> its exit status."""
-    out = Path(args.out)
-    kid_pt = out / "kid.pt"
-    master = rank == 0
-    say = print if master else (lambda *a, **k: None)
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    tokenizer, config, train_ids, _, evals = prepare_data(args)
-    if args.sample_prompt is None:
-        args.sample_prompt = default_prompt(tokenizer.chars)
-    try:
-        tokenizer.encode(args.sample_prompt)
-    except UserError as e:
-        raise UserError(f"--sample-prompt has {e}") from None
-    evals = {split: [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in batches]
-             for split, batches in evals.items()}
-    ckpt = load_kid(kid_pt) if args.resume else None
-    if ckpt:
-        check_resume(ckpt, config, tokenizer, args, kid_pt)
-
-    model = GPT(config, seed=args.seed, dtype=dtype).to(device)
-    optimizer = make_optimizer(model, args, device)
-    step, log, elapsed_before = 0, [], 0.0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        step, elapsed_before = ckpt["step"], ckpt["elapsed_s"]
-        if (out / "log.jsonl").exists():     # keep what the checkpoint had seen; drop later lines
-            log = [e for e in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if e["step"] <= step]
-        # a stop that lands on the last step leaves its evaluation and kid.npz to this run
-        finished = (bool(log) and log[-1]["step"] == step and (out / "kid.npz").exists()
-                    and load_weights(out / "kid.npz")[3].get("step") == step)
-        if step > args.steps or (step == args.steps and finished):
-            say(f"{kid_pt} is already at step {step} of --steps {args.steps}: nothing to do; raise --steps "
-                f"to train longer")
-            return 0
-        say(f"resuming {kid_pt} at step {step} of {args.steps}")
-        threads = ckpt.get("threads")       # torch's CPU sums split their work by thread count
-        if device.type == "cpu" and threads not in (None, torch.get_num_threads()):
-            say(f"warning: {kid_pt} was trained with {threads} CPU threads and this run has "
-                f"{torch.get_num_threads()}, so it will not end bit-identical to a run that never stopped; "
-                f"set OMP_NUM_THREADS={threads} for that")
-
-    raw_model = model
-    model = wrap_model(model, args.compile, world, device)
-    bf16 = device.type == "cuda" and dtype == torch.float32
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    sync_every = 1 if device.type == "cpu" else 10      # reading the loss waits for the GPU: not every step
-    tokens_per_step = args.batch_size * config.block_size * args.micro_batches
-    say(f"torch_gpt: {sum(p.numel() for p in raw_model.parameters()):,} parameters, {config}, {args.dtype}"
-        f"{' (bf16 autocast)' if bf16 else ''}, device {device}, {world} process(es) x {args.grad_accum} "
-        f"micro-batch(es) of {args.batch_size}: {tokens_per_step:,} tokens per step")
-
-    def checkpoint_state():
-        return {"step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                "config": config.to_dict(), "vocab": tokenizer.chars,
-                "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-                "elapsed_s": elapsed_before + time.perf_counter() - start,
-                "tokens_per_s": rate, "threads": torch.get_num_threads()}
-
-    def evaluate():
-        raw_model.eval()
-        entry = {"step": step,
-                 "train_loss": estimate_loss(raw_model, evals["train"], autocast),
-                 "val_loss": estimate_loss(raw_model, evals["val"], autocast),
-                 "lr": lr_at(min(step, args.steps - 1), args.lr, args.min_lr, args.warmup_steps, args.steps),
-                 "tokens_per_s": round(rate), "elapsed_s": round(elapsed_before + time.perf_counter() - start, 1),
-                 "sample": sample_text(raw_model, tokenizer, args.sample_prompt, args.seed, device)}
-        raw_model.train()
-        save_weights(out / "checkpoints" / f"step_{step:05d}.npz", raw_model.numpy_params(), config,
-                     tokenizer.chars, meta={k: entry[k] for k in ("step", "train_loss", "val_loss")})
-        log.append(entry)
-        write_log(out / "log.jsonl", log)
-        save_kid(kid_pt, checkpoint_state())
-        plot_losses(log, out / "loss.png", say=progress.say)
-        progress.say(f"step {step}: train loss {entry['train_loss']:.4f}, val loss {entry['val_loss']:.4f}, "
-                     f"{entry['elapsed_s']:.0f}s\n{entry['sample']}\n")
-
-    rate, stopped = ckpt.get("tokens_per_s", 0.0) if ckpt else 0.0, None
-    progress = Progress(args.steps, first_step=step) if master else None
-    start = mark_time = time.perf_counter()
-    mark_step = step
-    with StopRequest() as stop:
-        while True:
-            # a resumed run evaluates its first step too unless the log has it: a stop comes after
-            # step += 1, before that step's evaluation at the top of the next pass
-            logged = bool(log) and log[-1]["step"] == step
-            if master and (step % args.eval_interval == 0 or step == args.steps) and not logged:
-                evaluate()
-                mark_time, mark_step = time.perf_counter(), step     # tokens/s counts training time only
-            if step == args.steps:
-                break
-            batches = micro_batches(train_ids, args, step, rank, config, device, dtype)
-            loss = accumulate_gradients(model, batches, autocast, world)
-            optimizer_step(raw_model, optimizer, lr_at(step, args.lr, args.min_lr, args.warmup_steps, args.steps),
-                           args.grad_clip)
-            step += 1
-            if step % sync_every == 0 or step == args.steps:
-                # all ranks agree, at the same step, on whether to stop and whether the loss blew up
-                flags = torch.tensor([float(stop.signum or 0), float(not math.isfinite(loss.item()))], device=device)
-                if world > 1:
-                    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-                if flags[1]:
-                    raise UserError(f"the loss became {loss.item()} at step {step}; stopped without saving. "
-                                    f"{kid_pt} still holds the last good state. Try a lower --lr (now {args.lr})"
-                                    f"{' or --grad-clip 1' if not args.grad_clip else ''}")
-                if flags[0]:
-                    stopped = int(flags[0])
-                    break
-                now = time.perf_counter()
-                recent = tokens_per_step * (step - mark_step) / (now - mark_time)
-                rate = 0.9 * rate + 0.1 * recent if rate else recent
-                mark_time, mark_step = now, step
-                if master:
-                    progress.update(step, loss.item(), rate)
-    if master:
-        progress.close()
-    if stopped:
-        if master:
-            save_kid(kid_pt, checkpoint_state())
-            say(f"stopped by signal {stopped} at step {step}; the state is in {kid_pt}: continue with --resume")
-        return 128 + stopped
-    if master:
-        save_weights(out / "kid.npz", raw_model.numpy_params(), config, tokenizer.chars,
-                     meta={"step": step, "backend": "torch_gpt", "val_loss": log[-1]["val_loss"]})
-        say(f"done: val loss {log[-1]['val_loss']:.4f} after {step} steps, "
-            f"{log[-1]['elapsed_s']:.0f} s; weights in {out / 'kid.npz'}, state in {kid_pt}")
-    return 0
 
 
 if __name__ == "__main__":

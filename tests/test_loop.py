@@ -1,0 +1,346 @@
+"""numpy_gpt.loop, the one training loop, run through both trainers as a user runs them.
+
+Each test runs with each trainer: the same files, stops at any step that resume to the files of a
+run that never stopped, kill -9, the NaN stop, the refusals. Then the training state's format, and
+a run that moves between the backends, in float64, against runs that never moved.
+"""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from numpy_gpt.checkpoint import load_state, load_weights, save_state
+from numpy_gpt.loop import Progress
+from parity.compare import TRAJECTORY_TOLERANCE, compare
+
+from conftest import ROOT, corpus_path
+from test_numpy_cli import SMALL, assert_user_error, run
+
+TRAINERS = {"numpy_gpt": ["numpy_gpt.train"], "torch_gpt": ["torch_gpt.train", "--device", "cpu"]}
+BOTH = pytest.mark.parametrize("trainer", list(TRAINERS))
+TIMING = ("elapsed_s", "tokens_per_s")
+
+
+def train(trainer, text, out, *flags):
+    module, *device = TRAINERS[trainer]
+    return run("-m", module, *device, "--data", str(text), "--out", str(out), *SMALL, *flags)
+
+
+# The trainer, stopped by a signal at a chosen step with no timing involved: the signal is raised in
+# the trainer's own process as it starts step STOP_AT - 1, so the stop check after that step sees it
+# at step STOP_AT. Test-only: it wraps the backend's train_step from outside and changes nothing else.
+STOP_AT = """
+import importlib, signal, sys
+module, backend, stop_at, signum = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1)), int(sys.argv.pop(1))
+trainer = importlib.import_module(module)
+Backend = getattr(trainer, backend)
+step_once = Backend.train_step
+def train_step(self, step, lr):
+    if step == stop_at - 1:
+        signal.raise_signal(signum)
+    return step_once(self, step, lr)
+Backend.train_step = train_step
+from numpy_gpt.cli import run_cli
+run_cli(trainer.main)
+"""
+BACKENDS = {"numpy_gpt": "NumpyBackend", "torch_gpt": "TorchBackend"}
+
+
+def train_until(trainer, stop_at, text, out, *flags, signum=signal.SIGTERM):
+    module, *device = TRAINERS[trainer]
+    return run("-c", STOP_AT, module, BACKENDS[trainer], str(stop_at), str(int(signum)), *device,
+               "--data", str(text), "--out", str(out), *SMALL, *flags)
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def without_timing(log):
+    return [{k: v for k, v in e.items() if k not in TIMING} for e in log]
+
+
+def same_weights(a, b):
+    pa, pb = load_weights(a)[0], load_weights(b)[0]
+    return all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory):
+    """8 KB of tinyshakespeare, for the whole module (the runs below are shared between tests)."""
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text(corpus_path().read_text(encoding="utf-8")[:8000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight(small_text, tmp_path_factory):
+    """straight(trainer, *flags) -> the --out of a run that was never stopped, trained once per module."""
+    runs = {}
+
+    def get(trainer, *flags):
+        if (trainer, flags) not in runs:
+            out = tmp_path_factory.mktemp("straight")
+            result = train(trainer, small_text, out, *flags)
+            assert result.returncode == 0, result.stderr
+            runs[trainer, flags] = out
+        return runs[trainer, flags]
+    return get
+
+
+@BOTH
+def test_one_loop_writes_the_same_files(trainer, small_text, tmp_path):
+    out = tmp_path / "run"
+    result = train(trainer, small_text, out, "--steps", "4", "--eval-interval", "2")
+    assert result.returncode == 0, result.stderr
+    assert "done: val loss" in result.stdout and "step 4/4" in result.stderr     # the progress line
+    log = read_log(out)
+    assert [e["step"] for e in log] == [0, 2, 4]
+    assert all(set(e) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s", "sample"} for e in log)
+    assert all(e["sample"].startswith("ROMEO:") and len(e["sample"]) == 206 for e in log)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step_{s:05d}.npz" for s in (0, 2, 4)]
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = load_state(out / "kid.pt")
+    assert state["step"] == state["adam_step"] == 4 and state["backend"] == trainer
+    params, config, chars, meta = load_weights(out / "kid.npz")
+    assert meta == {"step": 4, "backend": trainer, "val_loss": log[-1]["val_loss"]}
+    assert state["config"] == config and state["vocab"] == chars
+    assert all(np.array_equal(state["params"][k], params[k]) for k in params)
+    assert same_weights(out / "kid.npz", out / "checkpoints" / "step_00004.npz")
+
+
+FLOAT64 = ("--steps", "10", "--eval-interval", "5", "--dtype", "float64", "--lr", "1e-2")
+
+
+def test_the_two_trainers_log_the_same_run_in_float64(straight):
+    """The same flags give the same losses, to parity's tolerance, and the same samples, character for
+    character: one loop, two steps that compute the same thing."""
+    a, b = (read_log(straight(trainer, *FLOAT64)) for trainer in TRAINERS)
+    assert [e["step"] for e in a] == [e["step"] for e in b] == [0, 5, 10]
+    assert [e["sample"] for e in a] == [e["sample"] for e in b]
+    for split in ("train_loss", "val_loss"):
+        row = compare(split, [e[split] for e in a], [e[split] for e in b], TRAJECTORY_TOLERANCE)
+        assert row.ok, row
+
+
+def test_the_two_trainers_accumulate_micro_batches_alike(straight):
+    """--grad-accum 2: numpy_gpt's mean of two micro-batches' gradients is torch_gpt's, in float64, and
+    not the same run as one micro-batch of the same size."""
+    flags = ("--steps", "4", "--eval-interval", "4", "--dtype", "float64", "--grad-accum", "2", "--lr", "1e-2")
+    a, b = (load_state(straight(trainer, *flags) / "kid.pt") for trainer in TRAINERS)
+    for name in a["params"]:
+        row = compare(name, a["params"][name], b["params"][name], TRAJECTORY_TOLERANCE)
+        assert row.ok, row
+    one = load_state(straight("numpy_gpt", *flags[:-4], "--lr", "1e-2") / "kid.pt")
+    assert not np.allclose(one["params"]["wte.weight"], a["params"]["wte.weight"], rtol=0, atol=1e-6)
+
+
+@BOTH
+@pytest.mark.parametrize("stop_at", [4, 5, 6], ids=["at an evaluation", "between evaluations", "at the last step"])
+def test_a_stop_at_any_step_resumes_to_the_files_of_an_uninterrupted_run(trainer, stop_at, small_text, straight,
+                                                                           tmp_path):
+    flags = ["--steps", "6", "--eval-interval", "2"]
+    straight = straight(trainer, *flags)
+    stopped = tmp_path / "stopped"
+    signum = signal.SIGINT if stop_at == 5 else signal.SIGTERM
+    result = train_until(trainer, stop_at, small_text, stopped, *flags, signum=signum)
+    assert result.returncode == 128 + signum, result.stderr
+    assert f"stopped by signal {int(signum)} at step {stop_at}" in result.stdout
+    assert load_state(stopped / "kid.pt")["step"] == stop_at and not (stopped / "kid.npz").exists()
+    resumed = train(trainer, small_text, stopped, *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {stopped / 'kid.pt'} at step {stop_at} of 6" in resumed.stdout
+    # the same log rows (but for the timing), snapshots and final weights as the run that never stopped
+    assert [e["step"] for e in read_log(stopped)] == [0, 2, 4, 6]
+    assert without_timing(read_log(stopped)) == without_timing(read_log(straight))
+    snapshots = sorted(p.name for p in (straight / "checkpoints").iterdir())
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == snapshots
+    for name in snapshots:
+        assert same_weights(straight / "checkpoints" / name, stopped / "checkpoints" / name)
+    assert same_weights(straight / "kid.npz", stopped / "kid.npz")
+    assert load_weights(stopped / "kid.npz")[1:] == load_weights(straight / "kid.npz")[1:]   # config, vocab, meta
+    assert load_state(stopped / "kid.pt")["step"] == 6
+
+
+def start_training(trainer, text, out, *flags):
+    module, *device = TRAINERS[trainer]
+    return subprocess.Popen([sys.executable, "-m", module, *device, "--data", str(text), "--out", str(out), *SMALL,
+                             *flags], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@BOTH
+def test_kill_9_loses_at_most_the_steps_since_the_last_evaluation(trainer, small_text, straight, tmp_path):
+    flags = ["--steps", "300", "--eval-interval", "50"]
+    straight = straight(trainer, *flags)
+    killed = tmp_path / "killed"
+    proc = start_training(trainer, small_text, killed, *flags)
+    deadline = time.time() + 300
+    while not ((killed / "log.jsonl").exists() and read_log(killed)[-1]["step"] >= 100):
+        assert proc.poll() is None and time.time() < deadline, "no evaluation at step 100"
+        time.sleep(0.01)
+    proc.kill()             # at once: wherever the trainer is, even between writing log.jsonl and kid.pt
+    proc.wait()
+    # every file is whole: the state loads, the log parses, every snapshot loads. An evaluation writes
+    # log.jsonl, then kid.pt, so with the log at step 100 or later, kid.pt holds step 50 or later, and
+    # the log is at most one evaluation ahead of it.
+    step = load_state(killed / "kid.pt")["step"]
+    assert step % 50 == 0 and step >= 50
+    assert all(e["step"] <= step + 50 for e in read_log(killed))
+    for snapshot in (killed / "checkpoints").iterdir():
+        load_weights(snapshot)
+    assert not [p for p in killed.rglob("*") if p.name.endswith(".tmp")]
+    resumed = train(trainer, small_text, killed, *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert same_weights(straight / "kid.npz", killed / "kid.npz")
+
+
+@BOTH
+def test_nan_loss_stops_and_keeps_the_last_good_state(trainer, small_text, tmp_path):
+    out = tmp_path / "run"
+    result = train(trainer, small_text, out, "--steps", "200", "--eval-interval", "1000", "--lr", "1e6",
+                   "--grad-clip", "0", "--warmup-steps", "0")
+    assert_user_error(result, "the loss became nan")
+    assert f"{out / 'kid.pt'} still holds the last good state. Try a lower --lr (now 1000000.0) or --grad-clip 1" \
+        in result.stderr
+    state = load_state(out / "kid.pt")          # load_state refuses NaN or inf in any tensor
+    assert state["step"] == 0 and not (out / "kid.npz").exists()
+
+
+@BOTH
+def test_resume_of_a_finished_run_has_nothing_to_do(trainer, small_text, tmp_path):
+    out = tmp_path / "run"
+    assert train(trainer, small_text, out, "--steps", "4", "--eval-interval", "2").returncode == 0
+    before = (out / "kid.pt").read_bytes()
+    result = train(trainer, small_text, out, "--steps", "4", "--eval-interval", "2", "--resume")
+    assert result.returncode == 0 and "already at step 4 of --steps 4: nothing to do" in result.stdout
+    assert (out / "kid.pt").read_bytes() == before
+    longer = train(trainer, small_text, out, "--steps", "6", "--eval-interval", "2", "--resume")
+    assert longer.returncode == 0, longer.stderr
+    assert [e["step"] for e in read_log(out)] == [0, 2, 4, 6]
+
+
+@BOTH
+def test_a_new_run_or_other_settings_never_overwrite_a_run(trainer, small_text, tmp_path):
+    out = tmp_path / "run"
+    assert train(trainer, small_text, out, "--steps", "2", "--eval-interval", "1").returncode == 0
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert_user_error(train(trainer, small_text, out, "--steps", "1"), "already holds a run (kid.pt); pass --resume")
+    assert_user_error(train(trainer, small_text, out, "--resume", "--steps", "4", "--n-layer", "2"),
+                      "was trained with n_layer=1 (flags say 2)")
+    assert_user_error(train(trainer, small_text, out, "--resume", "--steps", "4", "--lr", "0.5"),
+                      "was trained with --lr 0.003 (flags say 0.5)")
+    assert_user_error(train(trainer, small_text, out, "--resume", "--steps", "4", "--grad-accum", "2"),
+                      "was trained with 1 micro-batches per step (processes x --grad-accum; now 2)")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_the_eta_counts_training_steps_and_the_evaluations_left():
+    progress = Progress(total_steps=100, eval_interval=30, stream=io.StringIO())
+    progress.start = 0.0
+    progress.evaluated(5.0)                  # the evaluation at step 0 took 5 s
+    # 10 steps done at 25 s: 20 s of training, 2 s a step; evaluations left at 30, 60, 90 and 100
+    assert progress.eta(10, now=25.0) == 90 * 2.0 + 4 * 5.0
+    for _ in range(3):
+        progress.evaluated(5.0)              # at 30, 60 and 90
+    assert progress.eta(90, now=200.0) == 10 * 2.0 + 1 * 5.0    # 100's evaluation is left
+    assert progress.eta(0, now=5.0) != progress.eta(0, now=5.0)  # nothing measured yet: NaN, shown as --:--
+
+
+# ------------------------------------------------------------------------------------------------
+# a run that moves between the backends
+
+
+@pytest.mark.parametrize("first, then", [("numpy_gpt", "torch_gpt"), ("torch_gpt", "numpy_gpt")])
+def test_a_run_that_switches_backends_matches_runs_that_never_did(first, then, small_text, straight, tmp_path):
+    """In float64, a run that stops at step 5 in one backend and finishes in the other ends within
+    parity's trajectory tolerance of a run that never switched, in either backend: weights, AdamW's
+    moments and every logged loss. The samples are the same text."""
+    moved = tmp_path / "moved"
+    assert train_until(first, 5, small_text, moved, *FLOAT64).returncode == 128 + signal.SIGTERM
+    resumed = train(then, small_text, moved, *FLOAT64, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"note: {moved / 'kid.pt'} was written by {first}; continuing it with {then}" in resumed.stdout
+    got = load_state(moved / "kid.pt")
+    assert got["step"] == got["adam_step"] == 10 and got["backend"] == then
+    for trainer in TRAINERS:
+        want = load_state(straight(trainer, *FLOAT64) / "kid.pt")
+        for part in ("params", "m", "v"):
+            for name in want[part]:
+                row = compare(f"{part} {name}", got[part][name], want[part][name], TRAJECTORY_TOLERANCE)
+                assert row.ok, row
+        log, want_log = read_log(moved), read_log(straight(trainer, *FLOAT64))
+        assert [e["sample"] for e in log] == [e["sample"] for e in want_log]
+        for split in ("train_loss", "val_loss"):
+            row = compare(split, [e[split] for e in log], [e[split] for e in want_log], TRAJECTORY_TOLERANCE)
+            assert row.ok, row
+    # and the switch is not a no-op: the moved run is not bit-identical to the run it left
+    assert not np.array_equal(got["params"]["h.0.attn.c_attn.weight"],
+                              load_state(straight(first, *FLOAT64) / "kid.pt")["params"]["h.0.attn.c_attn.weight"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the training state's format
+
+
+@pytest.fixture
+def state_file(small_text, tmp_path):
+    out = tmp_path / "run"
+    assert train("numpy_gpt", small_text, out, "--steps", "2", "--eval-interval", "1").returncode == 0
+    return out / "kid.pt"
+
+
+def test_the_state_round_trips_exactly(state_file, tmp_path):
+    state = load_state(state_file)
+    save_state(tmp_path / "again.pt", {**state, "config": state["config"].to_dict()})
+    again = load_state(tmp_path / "again.pt")
+    assert {k: v for k, v in again.items() if k not in ("params", "m", "v")} == \
+        {k: v for k, v in state.items() if k not in ("params", "m", "v")}
+    for part in ("params", "m", "v"):
+        assert list(again[part]) == list(state[part])
+        assert all(np.array_equal(again[part][k], state[part][k]) for k in state[part])
+
+
+def resume(state_file, text):
+    return run("-m", "numpy_gpt.train", "--data", str(text),
+               "--out", str(state_file.parent), *SMALL, "--steps", "3", "--eval-interval", "1", "--resume")
+
+
+def test_truncated_foreign_and_damaged_states_are_refused_in_one_line(state_file, small_text):
+    data = state_file.read_bytes()
+    state_file.write_bytes(data[: len(data) // 2])
+    assert_user_error(resume(state_file, small_text), "is truncated, damaged or not a kid.pt training state")
+    with open(state_file, "wb") as f:                 # np.savez would add .npz to a path
+        np.savez(f, weights=np.zeros(2))
+    assert_user_error(resume(state_file, small_text), "is not a kid.pt training state (its __format__ entry is missing")
+    state_file.write_bytes(data)
+    state = load_state(state_file)
+    state["m"]["wte.weight"] = state["m"]["wte.weight"][:3]
+    save_state(state_file, {**state, "config": state["config"].to_dict()})
+    assert_user_error(resume(state_file, small_text), "m/wte.weight is float32 of shape (3, 16), expected float32")
+    state["m"]["wte.weight"] = np.full_like(state["params"]["wte.weight"], np.nan)
+    save_state(state_file, {**state, "config": state["config"].to_dict()})
+    assert_user_error(resume(state_file, small_text), "m/wte.weight contains NaN or inf")
+
+
+class Exploit:
+    """Unpickling this would run os.system: loading a state must never unpickle."""
+    def __reduce__(self):
+        return (os.system, (f"touch {Exploit.marker}",))
+
+
+def test_loading_never_unpickles(state_file, small_text, tmp_path):
+    torch = pytest.importorskip("torch")
+    Exploit.marker = tmp_path / "pwned"
+    torch.save({"format": "tiny-llm kid.pt v1", "model": Exploit()}, state_file)      # an old kid.pt's form
+    assert_user_error(resume(state_file, small_text), "is a kid.pt from tiny-llm before version 2 (a torch.save file)")
+    with open(state_file, "wb") as f:                                                # a pickled object array
+        np.savez(f, __format__=np.array("tiny-llm training state v2"), __meta__=np.array([Exploit()], dtype=object))
+    assert_user_error(resume(state_file, small_text), "is truncated, damaged or not a kid.pt training state")
+    assert not Exploit.marker.exists()
