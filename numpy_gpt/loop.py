@@ -84,6 +84,14 @@ def check_resume(state, config, tokenizer, args, path):
                         f"(--steps may change), or a new --out to start another run")
 
 
+def remove_stale_temporaries(out):
+    """Delete the temporary files a writer killed mid-write left behind (atomic_write's .NAME.XXXX.tmp):
+    never whole, never read, and each kill -9 would otherwise leave one more."""
+    for folder in (out, out / "checkpoints"):
+        for path in folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
 def sample_text(backend, tokenizer, prompt, block_size, seed):
     """SAMPLE_CHARS characters after the prompt, always from the same random numbers (the SAMPLE stream)."""
     with backend.sampling() as (prefill, decode):
@@ -108,6 +116,8 @@ def train(args, backend):
     state = load_state(kid_pt) if args.resume else None
     if state:
         check_resume(state, config, tokenizer, args, kid_pt)
+    if backend.master:
+        remove_stale_temporaries(out)
     backend.start(data, state)
 
     step, log, elapsed_before = 0, [], 0.0
