@@ -105,7 +105,7 @@ def train(args, backend):
     out = Path(args.out)
     kid_pt = out / "kid.pt"
     say = print if backend.master else (lambda *a, **k: None)
-    data = Data(*prepare_data(args))
+    data = prepare_data(args)
     tokenizer, config = data.tokenizer, data.config
     if args.sample_prompt is None:
         args.sample_prompt = default_prompt(tokenizer.chars)
@@ -144,8 +144,8 @@ def train(args, backend):
     def lr(s):
         return lr_at(s, args.lr, args.min_lr, args.warmup_steps, args.steps)
 
-    def training_state():
-        return {**backend.optimizer_state(), "params": backend.params(), "step": step, "config": config.to_dict(),
+    def training_state(params):
+        return {**backend.optimizer_state(), "params": params, "step": step, "config": config.to_dict(),
                 "vocab": tokenizer.chars, "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
                 "elapsed_s": elapsed_before + time.perf_counter() - start, "tokens_per_s": rate,
                 "threads": backend.threads, "backend": backend.name}
@@ -155,11 +155,12 @@ def train(args, backend):
                  "lr": lr(min(step, args.steps - 1)), "tokens_per_s": round(rate),
                  "elapsed_s": round(elapsed_before + time.perf_counter() - start, 1),
                  "sample": sample_text(backend, tokenizer, args.sample_prompt, config.block_size, args.seed)}
-        save_weights(out / "checkpoints" / f"step_{step:05d}.npz", backend.params(), config, tokenizer.chars,
+        params = backend.params()
+        save_weights(out / "checkpoints" / f"step_{step:05d}.npz", params, config, tokenizer.chars,
                      meta={k: entry[k] for k in ("step", "train_loss", "val_loss")})
         log.append(entry)
         write_log(out / "log.jsonl", log)
-        save_state(kid_pt, training_state())
+        save_state(kid_pt, training_state(params))
         plot_losses(log, out / "loss.png", say=progress.say)
         progress.say(f"step {step}: train loss {entry['train_loss']:.4f}, val loss {entry['val_loss']:.4f}, "
                      f"{entry['elapsed_s']:.0f}s\n{entry['sample']}\n")
@@ -203,7 +204,7 @@ def train(args, backend):
         progress.close()
     if stopped:
         if backend.master:
-            save_state(kid_pt, training_state())
+            save_state(kid_pt, training_state(backend.params()))
             say(f"stopped by signal {stopped} at step {step}; the state is in {kid_pt}: continue with --resume")
         return 128 + stopped
     if backend.master:
@@ -221,7 +222,7 @@ def train(args, backend):
 def prepare_data(args):
     """Load the text, build the vocabulary, split it, and draw the fixed evaluation batches.
 
-    -> (tokenizer, config, train_ids, val_ids, evals) where evals maps "train"/"val" to (x, y) batches.
+    -> Data(tokenizer, config, train_ids, val_ids, evals) where evals maps "train"/"val" to (x, y) batches.
     """
     text = load_text(args.data)
     tokenizer = CharTokenizer.from_text(text)
@@ -230,7 +231,7 @@ def prepare_data(args):
     evals = {name: eval_batches(ids, n, args.batch_size, config.block_size, args.seed, split=i)
              for i, (name, ids, n) in enumerate((("train", train_ids, args.eval_train_batches),
                                                  ("val", val_ids, args.eval_batches)))}
-    return tokenizer, config, train_ids, val_ids, evals
+    return Data(tokenizer, config, train_ids, val_ids, evals)
 
 
 def write_log(path, entries):
