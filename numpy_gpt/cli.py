@@ -1,4 +1,4 @@
-"""What the command lines of every command share: the parser, flags, their checks, the progress line, errors."""
+"""What the command lines of every command share: the parser, flags and their checks, the sampling flags, errors."""
 import argparse
 import math
 import os
