@@ -4,15 +4,19 @@ Prints a markdown table and writes the same figures as JSON. Every figure is the
 timed repeats after a warm-up, with the spread (min to max) beside it:
 
     peak       a large float32 matmul (2 n^3 FLOP) by each routine: NumPy's, torch's mm, and the oneDNN
-               kernel torch_gpt's Linear uses on x86-64; the fastest of them is the machine's peak
-    training   one training step of the kid at the default batch, float32, CPU, for torch_gpt and
-               numpy_gpt, each in a fresh child process that imports only its backend: ms/step,
+               kernel torch_gpt's Linear uses on x86-64; the fastest of them is the machine's peak.
+               Where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), torch's bfloat16 mm
+               too: the peak of the bf16 row below
+    training   one training step of the kid at the default batch, CPU, for torch_gpt and numpy_gpt in
+               float32, each in a fresh child process that imports only its backend: ms/step,
                tokens/s, GFLOP/s, fraction of the peak, and the child's own peak resident memory
                (VmHWM, Linux only), with how far the steps took it above what was resident before
-               them; and where torch_gpt's Linear runs on oneDNN, torch_gpt again with torch's own mm
-               instead, to show what oneDNN buys
-    sampling   500 new characters at batch 1 from a 6-character prompt, with the KV cache and with a
-               full recompute for every character: characters/s
+               them; where the CPU has bfloat16, torch_gpt under bf16 autocast (its trainer's default
+               there); and where torch_gpt's Linear runs on oneDNN, torch_gpt in float32 again with
+               torch's own mm instead, to show what oneDNN buys
+    sampling   500 new characters from a 6-character prompt, at batch 1 with the KV cache and with a
+               full recompute for every character, and 32 samples of 500 drawn as one batch with the
+               KV cache (--num-samples 32): characters/s, all samples' characters counted
 
 A step's FLOPs are 6 per matmul weight per token plus 12 * L * T * C per token for attention's two
 T x T products: the PaLM (Chowdhery et al. 2022, appendix B) and nanoGPT estimate_mfu convention, which
@@ -45,9 +49,10 @@ def summary(times):
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
 
 
-def matmul_peak(n, repeats):
+def matmul_peak(n, repeats, bf16):
     """GFLOP/s of an n x n x n float32 matmul, median of repeats after one warm-up, by each routine the
-    backends use: NumPy's BLAS, torch's (MKL on x86), and the oneDNN kernel of torch_gpt's Linear."""
+    backends use: NumPy's BLAS, torch's (MKL on x86), and the oneDNN kernel of torch_gpt's Linear; with
+    bf16, torch's bfloat16 mm as well (oneDNN's, on AMX where the CPU has it)."""
     import torch
 
     import torch_gpt.model
@@ -57,6 +62,9 @@ def matmul_peak(n, repeats):
     routines = [("numpy", lambda: a @ b), ("torch mm", lambda: ta @ tb)]
     if torch_gpt.model.ONEDNN_LINEAR:
         routines.append(("torch oneDNN", lambda: torch.ops.mkldnn._linear_pointwise(ta, tb, None, "none", [], "")))
+    if bf16:
+        ha, hb = ta.bfloat16(), tb.bfloat16()
+        routines.append(("torch mm bf16", lambda: ha @ hb))
     out = {}
     for name, fn in routines:
         t = summary(time_calls(fn, warmup=1, repeats=repeats))
@@ -79,10 +87,11 @@ def training(backend, quick, repeats):
         "peak_mib", "rss_before_loop_mib", "loop_peak_mib", "torch_imported")}}
 
 
-def sampling(backend, use_cache, config, n_new, repeats):
-    t = summary(time_calls(sampler(backend, config, use_cache, n_new), warmup=1, repeats=repeats))
-    return {"seconds": t, "chars_per_s": n_new / t["median"], "chars_per_s_min": n_new / t["max"],
-            "chars_per_s_max": n_new / t["min"]}
+def sampling(backend, use_cache, config, n_new, batch, repeats):
+    t = summary(time_calls(sampler(backend, config, use_cache, n_new, batch), warmup=1, repeats=repeats))
+    chars = n_new * batch
+    return {"seconds": t, "batch": batch, "chars_per_s": chars / t["median"], "chars_per_s_min": chars / t["max"],
+            "chars_per_s_max": chars / t["min"]}
 
 
 def machine():
@@ -97,18 +106,21 @@ def machine():
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
-TRAINING_ROWS = {"torch": "torch_gpt", "torch-mm": "torch_gpt, Linear on torch's mm", "numpy": "numpy_gpt"}
+TRAINING_ROWS = {"torch": "torch_gpt, float32", "torch-bf16": "torch_gpt, bf16 autocast",
+                 "torch-mm": "torch_gpt, float32, Linear on torch's mm", "numpy": "numpy_gpt, float32"}
+SAMPLE_BATCH = 32
 
 
 def run(quick, repeats):
     import torch_gpt.model
+    from torch_gpt.train import cpu_has_bf16
     config = QUICK if quick else GPTConfig()
-    batch = 32
-    backends = ("torch", "torch-mm", "numpy") if torch_gpt.model.ONEDNN_LINEAR else ("torch", "numpy")
+    batch, bf16 = 32, cpu_has_bf16()
+    backends = ["torch"] + ["torch-bf16"] * bf16 + ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"]
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
          "flops_per_step": flops_per_step(config, batch),
          "flops_per_step_causal": flops_per_step(config, batch, causal_only=True)}
-    stages, done, start = 5 + len(backends), 0, time.perf_counter()      # peak, training loops, 4 samplers
+    stages, done, start = 7 + len(backends), 0, time.perf_counter()      # peak, training loops, 6 samplers
 
     def say(what):
         """One progress line per stage, to stderr, with the time so far and a rough ETA."""
@@ -118,24 +130,25 @@ def run(quick, repeats):
         done += 1
         print(f"[{done}/{stages}] {what} ({elapsed:.0f} s so far{eta})", file=sys.stderr, flush=True)
     say("measuring the float32 matmul peak ...")
-    r["peak"] = matmul_peak(512 if quick else 4096, 3 if quick else repeats)
-    r["peak_gflops"] = max(v["gflops"] for v in r["peak"].values())
+    r["peak"] = matmul_peak(512 if quick else 4096, 3 if quick else repeats, bf16)
+    r["peak_gflops"] = max(v["gflops"] for k, v in r["peak"].items() if "bf16" not in k)
+    r["peak_bf16_gflops"] = r["peak"]["torch mm bf16"]["gflops"] if bf16 else None
     r["train"] = {}
     for backend in backends:
         say(f"timing {TRAINING_ROWS[backend]} training steps ...")
         t = training(backend, quick, 3 if quick else repeats)
         med = t["seconds"]["median"]
+        peak = r["peak_bf16_gflops"] if backend == "torch-bf16" else r["peak_gflops"]
         t.update(ms_per_step=med * 1e3, tokens_per_s=batch * config.block_size / med,
-                 gflops=r["flops_per_step"] / med / 1e9, fraction_of_peak=r["flops_per_step"] / med / 1e9 / r["peak_gflops"])
+                 gflops=r["flops_per_step"] / med / 1e9, fraction_of_peak=r["flops_per_step"] / med / 1e9 / peak)
         r["train"][backend] = t
     r["numpy_over_torch"] = r["train"]["numpy"]["ms_per_step"] / r["train"]["torch"]["ms_per_step"]
     n_new = 50 if quick else 500
     r["sample"] = {}
     for backend in ("numpy", "torch"):
-        for use_cache in (True, False):
-            say(f"timing {backend} sampling, {'KV cache' if use_cache else 'full recompute'} ...")
-            r["sample"][f"{backend} {'cache' if use_cache else 'recompute'}"] = sampling(
-                backend, use_cache, config, n_new, 2 if quick else 5)
+        for mode, use_cache, n in (("cache", True, 1), ("recompute", False, 1), ("batch", True, SAMPLE_BATCH)):
+            say(f"timing {backend} sampling, {n} at a time, {'KV cache' if use_cache else 'full recompute'} ...")
+            r["sample"][f"{backend} {mode}"] = sampling(backend, use_cache, config, n_new, n, 2 if quick else 5)
     r["sample_chars"] = n_new
     return r
 
@@ -155,24 +168,26 @@ def table(r):
              f"Model {r['config']}, batch {r['batch_size']}; one step = {full / 1e9:.1f} GFLOP "
              f"(6 x matmul params x tokens + 12 x L x T x C x tokens, the PaLM/nanoGPT count, which includes "
              f"attention's causally masked half; counting the causal half alone, 6 x L x T x C x tokens, a step is "
-             f"{causal / 1e9:.1f} GFLOP and every training GFLOP/s below {1 - causal / full:.0%} lower).", "",
+             f"{causal / 1e9:.1f} GFLOP and every training GFLOP/s below {1 - causal / full:.0%} lower). "
+             f"\"Of peak\" is of the float32 peak, and for the bf16 row of the bfloat16 peak.", "",
              "| measurement | median | spread (min to max) | GFLOP/s | of peak | peak memory |",
              "|---|---|---|---|---|---|"]
     for name, p in r["peak"].items():
-        s = p["seconds"]
-        lines.append(f"| float32 matmul peak, {name} ({p['n']}^3) | {s['median'] * 1e3:.1f} ms | "
-                     f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {p['gflops']:.0f} | "
-                     f"{p['gflops'] / r['peak_gflops']:.0%} | |")
+        s, bf16 = p["seconds"], "bf16" in name
+        lines.append(f"| {'bfloat16' if bf16 else 'float32'} matmul peak, {name.replace(' bf16', '')} "
+                     f"({p['n']}^3) | {s['median'] * 1e3:.1f} ms | {s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | "
+                     f"{p['gflops']:.0f} | {'(the bf16 peak)' if bf16 else format(p['gflops'] / r['peak_gflops'], '.0%')} | |")
     for name, t in r["train"].items():
         s = t["seconds"]
         lines.append(f"| training step, {TRAINING_ROWS[name]} | {t['ms_per_step']:.1f} ms ({t['tokens_per_s'] / 1e3:.1f}k tok/s) | "
                      f"{s['min'] * 1e3:.1f} to {s['max'] * 1e3:.1f} ms | {t['gflops']:.0f} | "
                      f"{t['fraction_of_peak']:.0%} | {memory(t)} |")
-    lines.append(f"| numpy_gpt step / torch_gpt step | {r['numpy_over_torch']:.2f} x | | | | |")
+    lines.append(f"| numpy_gpt step / torch_gpt float32 step | {r['numpy_over_torch']:.2f} x | | | | |")
     for name, t in r["sample"].items():
         backend, mode = name.split()
-        lines.append(f"| sampling {r['sample_chars']} chars, batch 1, {backend}_gpt, "
-                     f"{'KV cache' if mode == 'cache' else 'full recompute'} | {t['chars_per_s']:.0f} chars/s | "
+        what = {"cache": "batch 1, KV cache", "recompute": "batch 1, full recompute",
+                "batch": f"{t['batch']} samples as one batch, KV cache"}[mode]
+        lines.append(f"| sampling {r['sample_chars']} chars, {what}, {backend}_gpt | {t['chars_per_s']:.0f} chars/s | "
                      f"{t['chars_per_s_min']:.0f} to {t['chars_per_s_max']:.0f} chars/s | | | |")
     return "\n".join(lines)
 

@@ -11,12 +11,11 @@ import time
 
 import numpy as np
 
-from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
+from numpy_gpt import GPTConfig, init_params
 from numpy_gpt.cli import (ArgumentParser, check_at_least, check_memory, check_training_args, keep_freed_memory,
                            run_cli, training_parser)
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
-from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm
-from numpy_gpt.sampling import generate
+from numpy_gpt.sampling import generate_batch
 
 DEFAULTS = check_training_args(training_parser("", "").parse_args([]))   # the trainers' settings
 QUICK = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -73,30 +72,23 @@ def reset_peak(path="/proc/self/clear_refs"):
         return False
 
 
-def random_batch(config, batch_size, rng):
-    ids = rng.integers(0, config.vocab_size, (batch_size, config.block_size + 1))
-    return ids[:, :-1], ids[:, 1:]
-
-
 def numpy_train_step(config, batch_size):
-    """-> step(): one numpy_gpt training step (forward with dropout, backward, clipping, AdamW), float32."""
-    params = init_params(config, seed=0)
-    state = adamw_init(params)
-    batch = random_batch(config, batch_size, np.random.default_rng(0))
-
-    rng = np.random.default_rng(1)
-
-    def step():
-        _, _, _, cache = gpt_forward(params, config, *batch, DEFAULTS.dropout, rng)
-        grads, _ = clip_grad_norm(gpt_backward(params, config, cache), DEFAULTS.grad_clip)
-        adamw_step(params, grads, state, DEFAULTS.lr, (DEFAULTS.beta1, DEFAULTS.beta2),
-                   weight_decay=DEFAULTS.weight_decay)
-    return step
+    """-> step(): one numpy_gpt training step, exactly as the trainer runs it (float32): its backend draws
+    the batch and the dropout masks, then forward and backward in one thread per core, clipping, AdamW."""
+    from numpy_gpt.loop import Data
+    from numpy_gpt.train import NumpyBackend
+    settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
+    backend = NumpyBackend(settings)
+    train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
+    backend.start(Data(None, config, train_ids, None, {}), None)
+    steps = iter(range(10 ** 9))
+    return lambda: backend.train_step(next(steps), DEFAULTS.lr)
 
 
-def torch_train_step(config, batch_size, compile=False):
-    """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, CPU): the trainer's
-    own functions draw the batch and the dropout masks, then forward, backward, clipping and AdamW."""
+def torch_train_step(config, batch_size, compile=False, bf16=False):
+    """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, or under bf16
+    autocast, on the CPU): the trainer's own functions draw the batch and the dropout masks, then
+    forward, backward, clipping and AdamW."""
     import contextlib
 
     import torch
@@ -110,10 +102,11 @@ def torch_train_step(config, batch_size, compile=False):
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
     train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
     steps = iter(range(10 ** 9))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step():
         batches = micro_batches(train_ids, settings, next(steps), 0, config, cpu, torch.float32)
-        accumulate_gradients(train_model, batches, contextlib.nullcontext(), world=1)
+        accumulate_gradients(train_model, batches, autocast, world=1)
         optimizer_step(model, optimizer, DEFAULTS.lr, DEFAULTS.grad_clip)
     return step
 
@@ -129,15 +122,16 @@ def time_calls(fn, warmup, repeats):
     return times
 
 
-def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
-    """-> run(): sample n_new characters at batch 1 (temperature 0.8, seed 0) from a random init."""
+def sampler(backend, config, use_cache, n_new, batch=1, prompt=(0, 1, 2, 3, 4, 5)):
+    """-> run(): sample n_new characters for each of batch samples drawn as one batch (temperature 0.8,
+    seed 0) from a random init, as python -m numpy_gpt.sample and torch_gpt.sample do."""
     params = init_params(config, seed=0)
     if backend == "numpy":
         from numpy_gpt.sample import one_blas_thread
         one_blas_thread()           # as python -m numpy_gpt.sample runs; for the rest of this process
-        kv = new_kv_cache(params, config, 1)
-        prefill = lambda ids: gpt_prefill(params, config, np.array([ids]), kv)[0]              # noqa: E731
-        decode = lambda token, pos: gpt_decode(params, config, np.array([token]), pos, kv)[0]  # noqa: E731
+        kv = new_kv_cache(params, config, batch)
+        prefill = lambda window: gpt_prefill(params, config, window, kv)                      # noqa: E731
+        decode = lambda tokens, pos: gpt_decode(params, config, tokens, pos, kv)             # noqa: E731
     else:
         import torch
 
@@ -146,13 +140,13 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
         configure_threads()
         model = GPT(config).eval()
         model.load_numpy(params)
-        tkv = model.new_kv_cache(1)
-        prefill = lambda ids: model.prefill(torch.tensor([ids]), tkv)[0].numpy()              # noqa: E731
-        decode = lambda token, pos: model.decode(torch.tensor([token]), pos, tkv)[0].numpy()  # noqa: E731
+        tkv = model.new_kv_cache(batch)
+        prefill = lambda window: model.prefill(torch.from_numpy(window), tkv).numpy()          # noqa: E731
+        decode = lambda tokens, pos: model.decode(torch.from_numpy(tokens), pos, tkv).numpy()  # noqa: E731
 
     def run():
-        for _ in generate(prefill, decode, list(prompt), n_new, config.block_size, np.random.default_rng(0),
-                          temperature=0.8, use_cache=use_cache):
+        for _ in generate_batch(prefill, decode, list(prompt), batch, n_new, config.block_size,
+                                np.random.default_rng(0), temperature=0.8, use_cache=use_cache):
             pass
     return run
 
@@ -160,8 +154,10 @@ def sampler(backend, config, use_cache, n_new, prompt=(0, 1, 2, 3, 4, 5)):
 def parser():
     p = ArgumentParser(prog="python -m benchmarks.loops", description="Time one backend's training step (python -m "
                        "benchmarks runs this in a child process) and print the figures as one line of JSON.")
-    p.add_argument("--backend", choices=["numpy", "torch", "torch-mm", "torch-compile"], required=True,
-                   help="torch-mm: torch_gpt with every Linear on torch's own matmul (F.linear), not oneDNN")
+    p.add_argument("--backend", choices=["numpy", "torch", "torch-bf16", "torch-mm", "torch-compile"], required=True,
+                   help="torch: torch_gpt in float32; torch-bf16: under bfloat16 autocast, as its trainer runs "
+                        "where the CPU has AVX512-BF16 or AMX; torch-mm: float32 with every Linear on torch's "
+                        "own matmul (F.linear), not oneDNN")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--warmup", type=int, default=3)
@@ -185,7 +181,8 @@ def main(argv=None):
     if args.backend == "numpy":
         step = numpy_train_step(config, args.batch_size)
     else:
-        step = torch_train_step(config, args.batch_size, compile=args.backend == "torch-compile")
+        step = torch_train_step(config, args.batch_size, compile=args.backend == "torch-compile",
+                                bf16=args.backend == "torch-bf16")
     before = proc_status_mib()          # after the model, optimizer and batch exist
     reset = before is not None and reset_peak()
     times = time_calls(step, args.warmup, args.repeats)

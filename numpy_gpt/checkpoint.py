@@ -136,6 +136,7 @@ STATE_FORMAT = "tiny-llm training state v2"
 STATE_PARTS = ("params", "m", "v")       # the weights and AdamW's two moments, each name -> array
 STATE_META = ("step", "adam_step", "config", "vocab", "settings", "elapsed_s", "tokens_per_s", "threads",
               "backend")
+STATE_OPTIONAL = ("precision",)          # newer than the format: a state without it was trained in its dtype
 
 
 def save_state(path, state):
@@ -148,10 +149,11 @@ def save_state(path, state):
         config       GPTConfig.to_dict(); vocab the characters in id order
         settings     the flags that shape the trajectory (numpy_gpt.loop.TRAJECTORY_FLAGS)
         elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
+        precision    (optional) "float32", "float64" or "bf16 autocast"
     No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
     """
     arrays = {"__format__": np.array(STATE_FORMAT),
-              "__meta__": np.array(json.dumps({k: state[k] for k in STATE_META}))}
+              "__meta__": np.array(json.dumps({k: state[k] for k in STATE_META + STATE_OPTIONAL if k in state}))}
     for part in STATE_PARTS:
         for name, a in state[part].items():
             arrays[f"{part}/{name}"] = np.asarray(a)

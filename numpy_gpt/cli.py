@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import GPTConfig, UserError, open_input
 from .data import DEFAULT_PROMPT
-from .sampling import generate
+from .sampling import generate_batch
 
 SEED_MAX = 2 ** 32 - 1
 
@@ -137,7 +137,7 @@ def training_parser(prog, description):
     g.add_argument("--eval-interval", type=int, default=500,
                    help="every N steps: estimate the train and val loss, sample from --sample-prompt (into "
                         "log.jsonl), snapshot the weights into checkpoints/ and save kid.pt")
-    g.add_argument("--eval-batches", type=int, default=100,
+    g.add_argument("--eval-batches", type=int, default=50,
                    help="fixed val batches (of --batch-size full-length sequences) per val loss estimate")
     g.add_argument("--eval-train-batches", type=int, default=20,
                    help="fixed train-split batches per train loss estimate (it only draws the curve)")
@@ -286,19 +286,31 @@ def prompt_ids(prompt, tokenizer, top_k):
         raise UserError(f"the prompt has {e}") from None
 
 
-def stream_samples(args, prefill, decode, tokenizer, block_size, rng, out=sys.stdout):
+SAMPLE_BATCH = 32          # --num-samples are drawn this many at a time, as one batch
+
+
+def stream_samples(args, sampler, tokenizer, block_size, rng, out=None):
     """Print --num-samples samples, each the prompt (args.prompt, see check_sampling_args) then its
-    continuation, one character at a time."""
+    continuation. sampler(n) -> (prefill, decode) for n samples at once over a fresh KV cache
+    (numpy_gpt.sampling.generate_batch). The samples are drawn SAMPLE_BATCH at a time; the first of
+    each batch streams as it is written, and the rest of the batch, written alongside, follows it."""
+    out = out or sys.stdout             # looked up now: a test may have replaced it
     prompt = args.prompt
     ids = prompt_ids(prompt, tokenizer, args.top_k)
-    for i in range(args.num_samples):
-        if i:
+    for first in range(0, args.num_samples, SAMPLE_BATCH):
+        n = min(SAMPLE_BATCH, args.num_samples - first)
+        rest = [[] for _ in range(n - 1)]
+        if first:
             out.write("\n\n---------------\n\n")
         out.write(prompt)
         out.flush()
-        for token, _ in generate(prefill, decode, ids, args.max_new_tokens, block_size, rng,
-                                 args.temperature, args.top_k, args.top_p):
-            out.write(tokenizer.chars[token])
+        for tokens, _ in generate_batch(*sampler(n), ids, n, args.max_new_tokens, block_size, rng,
+                                        args.temperature, args.top_k, args.top_p):
+            out.write(tokenizer.chars[tokens[0]])
             out.flush()
+            for text, token in zip(rest, tokens[1:]):
+                text.append(tokenizer.chars[token])
+        for text in rest:
+            out.write("\n\n---------------\n\n" + prompt + "".join(text))
     out.write("\n")
     out.flush()

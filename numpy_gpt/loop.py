@@ -9,6 +9,7 @@ torch_gpt.train.TorchBackend):
     master                 whether this process prints and writes the files (rank 0 under torchrun)
     sync_every             read the loss every N steps (a GPU would wait for it every step)
     threads                compute threads, recorded in kid.pt (None where they do not change the sums)
+    precision              "float32", "float64" or "bf16 autocast" (torch_gpt's --bf16), recorded in kid.pt
     start(data, state)     build the model and optimizer: fresh, or from a training state (load_state)
     train_step(step, lr)   one optimizer step on step's micro-batches -> the loss (float() reads it)
     evaluate(split)        the mean loss over the fixed batches of "train" or "val"
@@ -18,7 +19,8 @@ torch_gpt.train.TorchBackend):
     agree(flags)           [stop signal, loss not finite], made the same on every process
 
 It imports no torch, so numpy_gpt trains with NumPy alone. Files written to --out, each atomically:
-    log.jsonl                   one JSON object per evaluation: losses, lr, tokens/s, time, the sample
+    log.jsonl                   one JSON object per evaluation: losses, lr, tokens/s, time, the sample,
+                                and the evaluation's own time (eval_s: its losses, sample and snapshot)
     checkpoints/step_NNNNN.npz  a weights snapshot at each evaluation (the shared weights format)
     kid.pt                      the training state (numpy_gpt.checkpoint.save_state), each evaluation
                                 and on a stop: either trainer continues it with --resume
@@ -136,6 +138,9 @@ def train(args, backend):
         if state["backend"] != backend.name:
             say(f"note: {kid_pt} was written by {state['backend']}; continuing it with {backend.name} matches a run "
                 f"that never switched to within float rounding (the parity tolerance), not bit for bit")
+        if state.get("precision", args.dtype) != backend.precision:
+            say(f"note: {kid_pt} was trained in {state.get('precision', args.dtype)} and goes on in "
+                f"{backend.precision}: a valid run, but not the one that never stopped")
         elif state["threads"] not in (None, backend.threads):    # CPU sums split their work by thread count
             say(f"warning: {kid_pt} was trained with {state['threads']} CPU threads and this run has "
                 f"{backend.threads}, so it will not end bit-identical to a run that never stopped; "
@@ -148,9 +153,10 @@ def train(args, backend):
         return {**backend.optimizer_state(), "params": params, "step": step, "config": config.to_dict(),
                 "vocab": tokenizer.chars, "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
                 "elapsed_s": elapsed_before + time.perf_counter() - start, "tokens_per_s": rate,
-                "threads": backend.threads, "backend": backend.name}
+                "threads": backend.threads, "backend": backend.name, "precision": backend.precision}
 
     def evaluate():
+        began = time.perf_counter()
         entry = {"step": step, "train_loss": backend.evaluate("train"), "val_loss": backend.evaluate("val"),
                  "lr": lr(min(step, args.steps - 1)), "tokens_per_s": round(rate),
                  "elapsed_s": round(elapsed_before + time.perf_counter() - start, 1),
@@ -158,6 +164,7 @@ def train(args, backend):
         params = backend.params()
         save_weights(out / "checkpoints" / f"step_{step:05d}.npz", params, config, tokenizer.chars,
                      meta={k: entry[k] for k in ("step", "train_loss", "val_loss")})
+        entry["eval_s"] = round(time.perf_counter() - began, 2)      # the losses, the sample and the snapshot
         log.append(entry)
         write_log(out / "log.jsonl", log)
         save_state(kid_pt, training_state(params))
@@ -209,7 +216,8 @@ def train(args, backend):
         return 128 + stopped
     if backend.master:
         save_weights(out / "kid.npz", backend.params(), config, tokenizer.chars,
-                     meta={"step": step, "backend": backend.name, "val_loss": log[-1]["val_loss"]})
+                     meta={"step": step, "backend": backend.name, "precision": backend.precision,
+                           "val_loss": log[-1]["val_loss"]})
         say(f"done: val loss {log[-1]['val_loss']:.4f} after {step} steps, "
             f"{log[-1]['elapsed_s']:.0f} s; weights in {out / 'kid.npz'}, state in {kid_pt}")
     return 0

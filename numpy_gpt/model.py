@@ -13,7 +13,7 @@ from .data import INIT, stream
 from .layers import (attention_forward, attention_backward, cross_entropy_forward, cross_entropy_backward,
                      dropout_forward, dropout_backward, dropout_mask, embedding_forward, embedding_backward, gelu_forward,
                      gelu_backward, layernorm_forward, layernorm_backward, linear_forward, linear_backward,
-                     residual_forward, residual_backward, softmax, split_heads)
+                     residual_forward, residual_backward, softmax)
 
 
 def param_shapes(config):
@@ -52,9 +52,9 @@ def init_params(config, seed=0, dtype=np.float32):
 
 
 def dropout_masks(config, B, T, p, rng, dtype=np.float32):
-    """The 2 * n_layer dropout masks (B, T, C) that gpt_forward(..., p, rng) draws, in the order it draws
-    them (per layer: attention branch, then MLP branch). torch_gpt trains with these, so the same rng
-    gives both backends the same masks."""
+    """The 2 * n_layer dropout masks (B, T, C) that gpt_forward(..., p, rng) draws and uses, in order (per
+    layer: attention branch, then MLP branch). torch_gpt trains with these, so the same rng gives both
+    backends the same masks."""
     return [dropout_mask((B, T, config.n_embd), p, rng, dtype) for _ in range(2 * config.n_layer)]
 
 
@@ -62,16 +62,21 @@ def num_params(params):
     return sum(p.size for p in params.values())
 
 
-def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None):
+def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None, masks=None):
     """idx (B, T) ints, targets (B, T) ints or None -> (logits, loss, acts, cache).
 
     logits (B, T, V); loss a scalar, or None without targets.
     acts:  every named activation, the names torch_gpt uses too (parity compares them one by one).
     cache: each layer's cache, by layer name, for gpt_backward.
     dropout: the probability of dropping each entry of a residual branch (training only; rng draws the
-    masks). The default 0 is the model itself, as evaluation, sampling and parity use it.
+    masks, dropout_masks). The default 0 is the model itself, as evaluation, sampling and parity use it.
+    masks: the masks, drawn already (dropout_masks), in place of dropout and rng: a trainer that splits
+    a batch hands each part its rows of the whole batch's masks.
     """
     acts, cache = {}, {}
+    if masks is None:
+        masks = dropout_masks(config, *idx.shape, dropout, rng, params["wte.weight"].dtype) if dropout else \
+            [None] * (2 * config.n_layer)
     x, cache["embed"] = embedding_forward(idx, params["wte.weight"], params["wpe.weight"])   # (B, T, C)
     acts["embed"] = x
     for l in range(config.n_layer):
@@ -86,7 +91,7 @@ def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None):
         q, k, v, att, _ = cache[p + "attn"]
         acts.update({p + "ln_1": h, p + "attn.q": q, p + "attn.k": k, p + "attn.v": v,
                      p + "attn.att": att, p + "attn.y": y, p + "attn.c_proj": a})
-        a, cache[p + "attn.dropout"] = dropout_forward(a, dropout, rng)
+        a, cache[p + "attn.dropout"] = dropout_forward(a, masks[2 * l])
         x, _ = residual_forward(x, a)
         acts[p + "res_attn"] = x
         # x = x + mlp(ln_2(x))
@@ -97,7 +102,7 @@ def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None):
         m, cache[p + "mlp.c_proj"] = linear_forward(g, params[p + "mlp.c_proj.weight"],
                                                     params[p + "mlp.c_proj.bias"])              # (B, T, C)
         acts.update({p + "ln_2": h, p + "mlp.c_fc": f, p + "mlp.gelu": g, p + "mlp.c_proj": m})
-        m, cache[p + "mlp.dropout"] = dropout_forward(m, dropout, rng)
+        m, cache[p + "mlp.dropout"] = dropout_forward(m, masks[2 * l + 1])
         x, _ = residual_forward(x, m)
         acts[p + "res_mlp"] = x
     h, cache["ln_f"] = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])        # (B, T, C)
@@ -167,28 +172,30 @@ def gpt_decode(params, config, token, pos, kv):
     """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V).
 
     The same layers as gpt_forward for T = 1. The one new query attends to every cached position,
-    so there is nothing to mask.
+    so there is nothing to mask. At batch 1 a character costs what its NumPy calls cost, not their
+    arithmetic, so the arrays stay 2-D, (B, C), and one position's heads, (B, H, 1, D), are a view
+    of its channels.
     """
     C, H = config.n_embd, config.n_head
-    scale = 1.0 / math.sqrt(C // H)
-    x = (params["wte.weight"][token] + params["wpe.weight"][pos])[:, None, :]                  # (B, 1, C)
+    B, D = token.shape[0], C // H
+    scale = 1.0 / math.sqrt(D)
+    x = params["wte.weight"][token] + params["wpe.weight"][pos]                                # (B, C)
     for l in range(config.n_layer):
         p = f"h.{l}."
         h, _ = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
-        qkv, _ = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"])   # (B, 1, 3C)
-        q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], H) for i in range(3))            # (B, H, 1, D)
-        kv[l, 0, :, :, pos] = k[:, :, 0]
-        kv[l, 1, :, :, pos] = v[:, :, 0]
+        qkv, _ = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"])   # (B, 3C)
+        q, k, v = qkv.reshape(B, 3, H, 1, D).transpose(1, 0, 2, 3, 4)                          # (B, H, 1, D) each
+        kv[l, :, :, :, pos:pos + 1] = k, v
         keys, values = kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1]                      # (B, H, pos+1, D)
-        att = softmax((q @ keys.transpose(0, 1, 3, 2)) * scale)                               # (B, H, 1, pos+1)
-        y = (att @ values).transpose(0, 2, 1, 3).reshape(x.shape)                              # (B, 1, C)
-        a, _ = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"])
+        att = softmax((q * scale) @ keys.transpose(0, 1, 3, 2))                               # (B, H, 1, pos+1)
+        a, _ = linear_forward((att @ values).reshape(B, C), params[p + "attn.c_proj.weight"],
+                              params[p + "attn.c_proj.bias"])
         x = x + a
         h, _ = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
-        f, _ = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"])  # (B, 1, 4C)
+        f, _ = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"])  # (B, 4C)
         g, _ = gelu_forward(f)
         m, _ = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"])
         x = x + m
     h, _ = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])
-    logits, _ = linear_forward(h, params["lm_head.weight"])                                    # (B, 1, V)
-    return logits[:, 0]
+    logits, _ = linear_forward(h, params["lm_head.weight"])                                    # (B, V)
+    return logits

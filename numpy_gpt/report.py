@@ -40,6 +40,10 @@ def report(log):
     lines = [f"Final (step {last['step']}): train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
              f"{last['elapsed_s'] / 60:.1f} minutes of wall time, evaluations included.", "",
              "| step | train loss | val loss | minutes |", "|---:|---:|---:|---:|"]
+    if all(isinstance(e.get("eval_s"), (int, float)) for e in log):      # logs before eval_s lack it
+        spent = sum(e["eval_s"] for e in log)
+        lines[1:1] = ["", f"Evaluations (their losses, samples and snapshots): {spent:.0f} s of the "
+                          f"{last['elapsed_s']:.0f} s, {spent / last['elapsed_s']:.1%}."]
     lines += [f"| {e['step']} | {e['train_loss']:.4f} | {e['val_loss']:.4f} | {e['elapsed_s'] / 60:.1f} |" for e in log]
     if all("sample" in e for e in log):
         lines += ["", "The same prompt and random numbers at every evaluation:", ""]

@@ -29,16 +29,15 @@ def main(argv=None):
     args = check_sampling_args(parser().parse_args(argv))
     params, config, chars, _ = load_weights(args.checkpoint)
     params = {name: p.astype(args.dtype) for name, p in params.items()}
-    kv = new_kv_cache(params, config, batch_size=1)
 
-    def prefill(ids):
-        return gpt_prefill(params, config, np.array([ids]), kv)[0]
-
-    def decode(token, pos):
-        return gpt_decode(params, config, np.array([token]), pos, kv)[0]
+    def sampler(n):
+        """(prefill, decode) for n samples at once, over a fresh KV cache"""
+        kv = new_kv_cache(params, config, batch_size=n)
+        return (lambda window: gpt_prefill(params, config, window, kv),
+                lambda tokens, pos: gpt_decode(params, config, tokens, pos, kv))
 
     with one_blas_thread():
-        stream_samples(args, prefill, decode, CharTokenizer(chars), config.block_size, np.random.default_rng(args.seed))
+        stream_samples(args, sampler, CharTokenizer(chars), config.block_size, np.random.default_rng(args.seed))
     return 0
 
 

@@ -22,8 +22,13 @@ def sample_next(logits, rng, temperature=1.0, top_k=None, top_p=1.0):
     by the temperature; top_k keeps the k most likely tokens (ties go to the lower id); top_p keeps the
     smallest set of most likely tokens whose probability adds up to at least top_p (nucleus sampling,
     Holtzman et al. 2019, arXiv:1904.09751). One uniform number from rng then picks a token by
-    inverse CDF over the kept probabilities.
+    inverse CDF over the kept probabilities (pick).
     """
+    return pick(logits, None if temperature == 0 else rng.random(), temperature, top_k, top_p)
+
+
+def pick(logits, u, temperature=1.0, top_k=None, top_p=1.0):
+    """sample_next's rule with its uniform number u in [0, 1) drawn already (None for temperature 0)."""
     logits = np.asarray(logits, dtype=np.float64)
     if temperature == 0:
         return int(np.argmax(logits))
@@ -37,35 +42,61 @@ def sample_next(logits, rng, temperature=1.0, top_k=None, top_p=1.0):
         keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1   # first rank where the mass reaches top_p
         probs = probs[:keep]
     cdf = np.cumsum(probs)
-    rank = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    rank = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
     return int(order[min(rank, len(cdf) - 1)])
 
 
 def generate(prefill, decode, prompt_ids, max_new_tokens, block_size, rng,
              temperature=1.0, top_k=None, top_p=1.0, use_cache=True):
-    """Yield (token, logits it was drawn from) for max_new_tokens new tokens.
+    """Yield (token, logits it was drawn from) for max_new_tokens new tokens of one sample.
 
     prefill(ids) runs the model over a window of ids (a list), fills the KV cache and returns the last
-    position's logits (V,); decode(token, pos) runs one new position against the cache.
+    position's logits (V,); decode(token, pos) runs one new position against the cache. The rest is
+    generate_batch's, for a batch of one.
+    """
+    steps = generate_batch(lambda window: prefill(window[0].tolist())[None],
+                           lambda tokens, pos: decode(int(tokens[0]), pos)[None],
+                           prompt_ids, 1, max_new_tokens, block_size, rng, temperature, top_k, top_p, use_cache)
+    for tokens, logits in steps:
+        yield int(tokens[0]), logits[0]
+
+
+def generate_batch(prefill, decode, prompt_ids, num_samples, max_new_tokens, block_size, rng,
+                   temperature=1.0, top_k=None, top_p=1.0, use_cache=True):
+    """Yield (tokens (N,), logits (N, V) they were drawn from) for max_new_tokens new positions of
+    N = num_samples continuations of one prompt, computed together.
+
+    prefill(window) runs the model over a window (N, T) of ids, fills the KV cache and returns the last
+    position's logits (N, V); decode(tokens, pos) runs one new position (N,) against the cache.
     use_cache=False calls prefill on the whole window for every token instead: the full recompute.
+
+    Random numbers: sample i takes the i-th max_new_tokens of rng's uniform numbers (none at
+    temperature 0), as if the samples were drawn one after the other. So a batch writes the text that
+    N one-sample runs would write in turn, and the batch's size changes nothing but the speed.
 
     Past block_size: positions are learned only up to block_size, so the window slides. When a new
     token does not fit, the window restarts at the last 3/4 of block_size tokens, re-primed by one
     prefill, and caching goes on from there. The model thus always sees between 3/4 of block_size and
-    block_size tokens of context, and a re-prime costs one forward every block_size/4 tokens.
+    block_size tokens of context, and a re-prime costs one forward every block_size/4 tokens. All the
+    samples have the same length, so they slide together.
     """
+    draws = None if temperature == 0 else rng.random((num_samples, max_new_tokens))
     keep = max(1, block_size * 3 // 4)
-    context = list(prompt_ids)
-    start = max(0, len(context) - block_size)           # the window is context[start:]
-    logits = prefill(context[start:])
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, rng, temperature, top_k, top_p)
-        yield token, logits
-        context.append(token)
-        if len(context) - start > block_size:           # the new token does not fit: slide the window
-            start = len(context) - keep
-            logits = prefill(context[start:])
+    n = len(prompt_ids)
+    context = np.zeros((num_samples, n + max_new_tokens), dtype=np.int64)   # (N, all the text)
+    context[:, :n] = prompt_ids
+    start = max(0, n - block_size)                      # the window is context[:, start:n]
+    logits = prefill(context[:, start:n])
+    for j in range(max_new_tokens):
+        tokens = np.array([pick(row, None if draws is None else draws[i, j], temperature, top_k, top_p)
+                           for i, row in enumerate(logits)])
+        yield tokens, logits
+        context[:, n] = tokens
+        n += 1
+        if n - start > block_size:                      # the new token does not fit: slide the window
+            start = n - keep
+            logits = prefill(context[:, start:n])
         elif use_cache:
-            logits = decode(token, len(context) - start - 1)
+            logits = decode(tokens, n - start - 1)
         else:
-            logits = prefill(context[start:])
+            logits = prefill(context[:, start:n])

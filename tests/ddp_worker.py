@@ -81,4 +81,7 @@ if __name__ == "__main__":
         else:
             main(*sys.argv[1:])
     finally:
-        print(f"rank {os.environ['RANK']}: gloo threads left: {len(gloo_threads())}", flush=True)
+        # one write, line and newline together: the ranks share stdout, and print's separate write of
+        # the newline let the other rank's line land between them
+        sys.stdout.write(f"rank {os.environ['RANK']}: gloo threads left: {len(gloo_threads())}\n")
+        sys.stdout.flush()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import torch_gpt.model
+from torch_gpt.train import cpu_has_bf16
 
 from test_numpy_cli import run
 
@@ -21,17 +22,22 @@ def quick(tmp_path_factory):
 
 def test_quick_benchmarks_run_and_report_every_figure(quick):
     result, r = quick
-    rows = ["float32 matmul peak, numpy", "float32 matmul peak, torch mm", "training step, torch_gpt |",
-            "training step, numpy_gpt", "numpy_gpt step / torch_gpt step", "numpy_gpt, KV cache",
-            "numpy_gpt, full recompute", "torch_gpt, KV cache", "torch_gpt, full recompute"]
+    rows = ["float32 matmul peak, numpy", "float32 matmul peak, torch mm", "training step, torch_gpt, float32 |",
+            "training step, numpy_gpt, float32", "numpy_gpt step / torch_gpt float32 step",
+            "batch 1, KV cache, numpy_gpt", "batch 1, full recompute, numpy_gpt", "batch 1, KV cache, torch_gpt",
+            "batch 1, full recompute, torch_gpt", "32 samples as one batch, KV cache, numpy_gpt",
+            "32 samples as one batch, KV cache, torch_gpt"]
     if torch_gpt.model.ONEDNN_LINEAR:
-        rows += ["float32 matmul peak, torch oneDNN", "training step, torch_gpt, Linear on torch's mm"]
+        rows += ["float32 matmul peak, torch oneDNN", "training step, torch_gpt, float32, Linear on torch's mm"]
+    if cpu_has_bf16():
+        rows += ["bfloat16 matmul peak, torch mm", "training step, torch_gpt, bf16 autocast"]
     for row in rows:
         assert row in result.stdout, row
     assert "the PaLM/nanoGPT count" in result.stdout and "Kaplan" not in result.stdout
     assert r["quick"] and r["peak_gflops"] > 0 and r["flops_per_step"] > r["flops_per_step_causal"] > 0
-    assert r["peak_gflops"] == max(p["gflops"] for p in r["peak"].values())
-    for backend in ("torch", "torch-mm", "numpy") if torch_gpt.model.ONEDNN_LINEAR else ("torch", "numpy"):
+    assert r["peak_gflops"] == max(p["gflops"] for name, p in r["peak"].items() if "bf16" not in name)
+    assert (r["peak_bf16_gflops"] is not None) is cpu_has_bf16()
+    for backend in ["torch"] + ["torch-bf16"] * cpu_has_bf16() + ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"]:
         t = r["train"][backend]
         assert t["seconds"]["n"] >= 3 and t["seconds"]["min"] <= t["seconds"]["median"] <= t["seconds"]["max"]
         assert 0 < t["fraction_of_peak"]
@@ -40,7 +46,8 @@ def test_quick_benchmarks_run_and_report_every_figure(quick):
             assert 0 < t["rss_before_loop_mib"] <= t["loop_peak_mib"] <= t["peak_mib"]
             assert f"{t['peak_mib']:.0f} MiB (" in result.stdout
         assert t["torch_imported"] == (backend != "numpy")
-    assert len(r["sample"]) == 4 and all(s["chars_per_s"] > 0 for s in r["sample"].values())
+    assert len(r["sample"]) == 6 and all(s["chars_per_s"] > 0 for s in r["sample"].values())
+    assert r["sample"]["numpy batch"]["batch"] == r["sample"]["torch batch"]["batch"] == 32
 
 
 def test_the_table_says_na_for_memory_it_could_not_measure(quick, tmp_path):
@@ -52,8 +59,8 @@ def test_the_table_says_na_for_memory_it_could_not_measure(quick, tmp_path):
     r["train"]["torch"].update(peak_mib=None, rss_before_loop_mib=None, loop_peak_mib=None)  # no /proc
     r["train"]["numpy"].update(loop_peak_mib=None)                                          # no clear_refs
     rows = {line.split(" | ")[0]: line for line in table(r).splitlines()}
-    assert rows["| training step, torch_gpt"].endswith("| n/a |")
-    assert rows["| training step, numpy_gpt"].endswith(" MiB (n/a in the loop) |")
+    assert rows["| training step, torch_gpt, float32"].endswith("| n/a |")
+    assert rows["| training step, numpy_gpt, float32"].endswith(" MiB (n/a in the loop) |")
 
 
 def test_numpy_gpt_memory_is_its_own_childs_and_it_never_imports_torch():

@@ -13,13 +13,16 @@ from torch_gpt.model import GPT, gelu
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
 
-def test_gelu_is_the_builtin_off_the_cpu():
-    """A custom autograd Function is opaque to autocast: on a GPU under bf16 TanhGELU would compute in
-    bfloat16, where the fused built-in computes in float32. The meta device stands in for a GPU."""
+def test_gelu_is_the_builtin_off_the_cpu_and_under_bf16():
+    """A custom autograd Function is opaque to autocast: on a GPU, or a CPU under bf16 autocast, TanhGELU
+    would compute in bfloat16, where the fused built-in computes in float32. The meta device stands in
+    for a GPU; under autocast, GELU's input is the bfloat16 output of a product."""
     on_cpu = gelu(torch.randn(4, requires_grad=True))
     off_cpu = gelu(torch.empty(4, device="meta", requires_grad=True))
+    under_bf16 = gelu(torch.randn(4).bfloat16().requires_grad_())
     assert type(on_cpu.grad_fn).__name__ == "TanhGELUBackward"
-    assert "Gelu" in type(off_cpu.grad_fn).__name__, type(off_cpu.grad_fn).__name__
+    for t in (off_cpu, under_bf16):
+        assert "Gelu" in type(t.grad_fn).__name__, type(t.grad_fn).__name__
 
 
 def test_device_dropout_masks():
@@ -102,3 +105,66 @@ def test_a_step_under_bf16_autocast():
     loss16.backward()
     assert abs(loss16.item() - loss32.item()) < 2e-2 * loss32.item()    # bf16 keeps 8 bits: ~0.4% a rounding
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_causal_products_is_scaled_dot_product_attention():
+    """causal_products, the attention of a CPU under bf16 autocast, against torch's causal kernel in
+    float64: the same outputs and input gradients, to float64 rounding."""
+    from torch_gpt.model import causal_products
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g).requires_grad_() for _ in range(3))
+    dy = torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g)
+    ours = causal_products(q, k, v)
+    theirs = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    for a, b in zip((ours, *torch.autograd.grad(ours, (q, k, v), dy)),
+                    (theirs, *torch.autograd.grad(theirs, (q, k, v), dy))):
+        assert (a - b).abs().max() < 1e-14
+    assert (causal_products(q[:, :, :1], k[:, :, :1], v[:, :, :1]) - v[:, :, :1]).abs().max() < 1e-15   # one key
+
+
+def test_cpu_bf16_step_runs_on_bf16_products(monkeypatch):
+    """Under CPU autocast the model's attention is causal_products and its Linears are autocast's bf16
+    F.linear, never the float32 OneDNNLinear; without autocast, neither."""
+    import torch_gpt.model as tm
+    calls, onednn = [], []
+    real, real_apply = tm.causal_products, tm.OneDNNLinear.apply
+    monkeypatch.setattr(tm, "causal_products", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(tm.OneDNNLinear, "apply", lambda *a: onednn.append(1) or real_apply(*a))
+    model = GPT(CONFIG)
+    idx = torch.randint(0, CONFIG.vocab_size, (16, CONFIG.block_size))     # rows past ONEDNN_MIN_ROWS
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx)
+    loss.backward()
+    assert logits.dtype == torch.bfloat16 and len(calls) == CONFIG.n_layer and not onednn
+    logits, _ = model(idx, idx)
+    assert logits.dtype == torch.float32 and len(calls) == CONFIG.n_layer
+    assert bool(onednn) == tm.onednn_usable()                     # float32 takes oneDNN where it is usable
+
+
+@pytest.mark.parametrize("flags, has", [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_tile amx_bf16", True),
+                                        ("fpu avx512f avx512bw", False), (None, False)])
+def test_cpu_has_bf16_reads_the_flags(tmp_path, flags, has):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert trainer.cpu_has_bf16(str(cpuinfo)) is has
+
+
+def test_bf16_choice(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for has in (True, False):
+        monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: has)
+        assert trainer.use_bf16("auto", cpu, "float32") is has
+        assert trainer.use_bf16("off", cpu, "float32") is False
+        assert trainer.use_bf16("auto", cpu, "float64") is False
+        assert trainer.use_bf16("auto", cuda, "float32") is True
+        assert trainer.use_bf16("auto", torch.device("mps"), "float32") is False
+    assert trainer.use_bf16("on", cuda, "float32") is True
+    with pytest.raises(UserError, match="--bf16 on, but this CPU has neither AVX512-BF16 nor AMX"):
+        trainer.use_bf16("on", cpu, "float32")
+    with pytest.raises(UserError, match="--bf16 on, but --dtype float64; use --bf16 auto or off"):
+        trainer.use_bf16("on", cuda, "float64")
+    with pytest.raises(UserError, match="--bf16 on, but --device mps"):
+        trainer.use_bf16("on", torch.device("mps"), "float32")
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    assert trainer.use_bf16("on", cpu, "float32") is True

@@ -253,18 +253,18 @@ def test_float32_stays_float32():
 
 
 def test_dropout():
-    from numpy_gpt.layers import dropout_backward, dropout_forward
+    from numpy_gpt.layers import dropout_backward, dropout_forward, dropout_mask
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 128)).astype(np.float32)
-    out, mask = dropout_forward(x, 0.0, rng)
-    assert out is x and mask is None and dropout_backward(x, mask) is x     # p = 0 is the identity
-    out, mask = dropout_forward(x, 0.25, np.random.default_rng(1))
+    out, mask = dropout_forward(x, None)
+    assert out is x and mask is None and dropout_backward(x, mask) is x     # no mask is the identity
+    out, mask = dropout_forward(x, dropout_mask(x.shape, 0.25, np.random.default_rng(1)))
     assert out.dtype == np.float32 and set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
     assert abs((mask == 0).mean() - 0.25) < 0.01                            # 8,192 draws: 5 sd is 0.024
     np.testing.assert_array_equal(out, x * mask)
     # finite differences, with the same mask each call (the same seed)
     x64 = rng.standard_normal((3, 4, 5))
     G = rng.standard_normal((3, 4, 5))
-    f = lambda: np.sum(dropout_forward(x64, 0.4, np.random.default_rng(7))[0] * G)   # noqa: E731
-    _, mask = dropout_forward(x64, 0.4, np.random.default_rng(7))
+    mask = dropout_mask(x64.shape, 0.4, np.random.default_rng(7), np.float64)
+    f = lambda: np.sum(dropout_forward(x64, mask)[0] * G)                   # noqa: E731
     assert_grad_close(dropout_backward(G, mask), numeric_grad(f, x64), "dx")

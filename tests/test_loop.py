@@ -18,13 +18,14 @@ import pytest
 from numpy_gpt.checkpoint import load_state, load_weights, save_state
 from numpy_gpt.loop import Progress
 from parity.compare import TRAJECTORY_TOLERANCE, compare
+from torch_gpt.train import cpu_has_bf16
 
 from conftest import ROOT, corpus_path
 from test_numpy_cli import SMALL, assert_user_error, run
 
 TRAINERS = {"numpy_gpt": ["numpy_gpt.train"], "torch_gpt": ["torch_gpt.train", "--device", "cpu"]}
 BOTH = pytest.mark.parametrize("trainer", list(TRAINERS))
-TIMING = ("elapsed_s", "tokens_per_s")
+TIMING = ("elapsed_s", "tokens_per_s", "eval_s")
 
 
 def train(trainer, text, out, *flags):
@@ -102,17 +103,34 @@ def test_one_loop_writes_the_same_files(trainer, small_text, tmp_path):
     assert "done: val loss" in result.stdout and "step 4/4" in result.stderr     # the progress line
     log = read_log(out)
     assert [e["step"] for e in log] == [0, 2, 4]
-    assert all(set(e) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s", "sample"} for e in log)
+    assert all(set(e) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s", "eval_s", "sample"}
+               for e in log)
+    assert all(e["eval_s"] > 0 for e in log) and sum(e["eval_s"] for e in log[:-1]) < log[-1]["elapsed_s"]
     assert all(e["sample"].startswith("ROMEO:") and len(e["sample"]) == 206 for e in log)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step_{s:05d}.npz" for s in (0, 2, 4)]
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = load_state(out / "kid.pt")
+    precision = "bf16 autocast" if trainer == "torch_gpt" and cpu_has_bf16() else "float32"   # --bf16 auto
     assert state["step"] == state["adam_step"] == 4 and state["backend"] == trainer
+    assert state["precision"] == precision
     params, config, chars, meta = load_weights(out / "kid.npz")
-    assert meta == {"step": 4, "backend": trainer, "val_loss": log[-1]["val_loss"]}
+    assert meta == {"step": 4, "backend": trainer, "precision": precision, "val_loss": log[-1]["val_loss"]}
     assert state["config"] == config and state["vocab"] == chars
     assert all(np.array_equal(state["params"][k], params[k]) for k in params)
     assert same_weights(out / "kid.npz", out / "checkpoints" / "step_00004.npz")
+
+
+def test_a_resume_in_another_precision_says_so(small_text, tmp_path):
+    """torch_gpt's --bf16 is recorded in kid.pt; a resume in another precision goes on, and says that it
+    is no longer the run that never stopped. (Without bf16 in this CPU, auto is float32: no note.)"""
+    out = tmp_path / "run"
+    assert train("torch_gpt", small_text, out, "--steps", "2", "--eval-interval", "2", "--bf16", "off").returncode == 0
+    assert load_state(out / "kid.pt")["precision"] == "float32"
+    resumed = train("torch_gpt", small_text, out, "--steps", "4", "--eval-interval", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    note = f"note: {out / 'kid.pt'} was trained in float32 and goes on in bf16 autocast"
+    assert (note in resumed.stdout) is cpu_has_bf16()
+    assert load_state(out / "kid.pt")["precision"] == ("bf16 autocast" if cpu_has_bf16() else "float32")
 
 
 FLOAT64 = ("--steps", "10", "--eval-interval", "5", "--dtype", "float64", "--lr", "1e-2")
@@ -177,22 +195,22 @@ def start_training(trainer, text, out, *flags):
 
 @BOTH
 def test_kill_9_loses_at_most_the_steps_since_the_last_evaluation(trainer, small_text, straight, tmp_path):
-    flags = ["--steps", "300", "--eval-interval", "50"]
+    flags = ["--steps", "200", "--eval-interval", "40"]
     straight = straight(trainer, *flags)
     killed = tmp_path / "killed"
     proc = start_training(trainer, small_text, killed, *flags)
     deadline = time.time() + 300
-    while not ((killed / "log.jsonl").exists() and read_log(killed)[-1]["step"] >= 100):
-        assert proc.poll() is None and time.time() < deadline, "no evaluation at step 100"
+    while not ((killed / "log.jsonl").exists() and read_log(killed)[-1]["step"] >= 80):
+        assert proc.poll() is None and time.time() < deadline, "no evaluation at step 80"
         time.sleep(0.01)
     proc.kill()             # at once: wherever the trainer is, even between writing log.jsonl and kid.pt
     proc.wait()
     # every file is whole: the state loads, the log parses, every snapshot loads. An evaluation writes
-    # log.jsonl, then kid.pt, so with the log at step 100 or later, kid.pt holds step 50 or later, and
+    # log.jsonl, then kid.pt, so with the log at step 80 or later, kid.pt holds step 40 or later, and
     # the log is at most one evaluation ahead of it.
     step = load_state(killed / "kid.pt")["step"]
-    assert step % 50 == 0 and step >= 50
-    assert all(e["step"] <= step + 50 for e in read_log(killed))
+    assert step % 40 == 0 and step >= 40
+    assert all(e["step"] <= step + 40 for e in read_log(killed))
     for snapshot in (killed / "checkpoints").glob("step_*.npz"):
         load_weights(snapshot)
     (killed / ".log.jsonl.abc123.tmp").write_text('{"step": 1')       # as a kill in mid-write leaves one

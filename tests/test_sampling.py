@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from numpy_gpt import GPTConfig, init_params
 from numpy_gpt.checkpoint import save_weights
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
-from numpy_gpt.sampling import generate, sample_next
+from numpy_gpt.sampling import generate, generate_batch, sample_next
 from torch_gpt.model import GPT
 from torch_gpt.sample import load_model
 
@@ -99,6 +99,41 @@ def test_numpy_and_torch_print_the_same_text_from_a_random_init(dtype):
                                                  np.random.default_rng(11), **rule)])
         assert texts[0] == texts[1], rule
         assert len(texts[0]) == 500
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_batch_writes_what_one_sample_at_a_time_writes(backend):
+    """generate_batch over 5 samples at once (float64, through three slides of the window) against 5
+    calls of generate, one after the other, from one rng: the same tokens, and logits equal to float64
+    rounding. At temperature 0 every sample is the same greedy text."""
+    config = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=12)
+    params = trained_weights(config, np.float64, seed=5)
+    model = GPT(config, dtype=torch.float64)
+    model.load_numpy(params)
+
+    def batch_fns(n):
+        if backend == "numpy":
+            kv = new_kv_cache(params, config, n)
+            return (lambda w: gpt_prefill(params, config, w, kv), lambda t, pos: gpt_decode(params, config, t, pos, kv))
+        kv = model.new_kv_cache(n)
+        return (lambda w: model.prefill(torch.from_numpy(w), kv).numpy(),
+                lambda t, pos: model.decode(torch.from_numpy(t), pos, kv).numpy())
+
+    one = (lambda: numpy_fns(params, config)) if backend == "numpy" else (lambda: torch_fns(model))
+    for rule in (dict(temperature=1.0), dict(temperature=0.8, top_k=5), dict(temperature=1.3, top_p=0.9),
+                 dict(temperature=0)):
+        rng = np.random.default_rng(3)
+        together = list(generate_batch(*batch_fns(5), [1, 2, 3], 5, 60, config.block_size, rng, **rule))
+        after = rng.random()
+        rng = np.random.default_rng(3)
+        apart = [list(generate(*one(), [1, 2, 3], 60, config.block_size, rng, **rule)) for _ in range(5)]
+        assert rng.random() == after                    # the batch drew exactly the numbers the 5 runs drew
+        for i, sample in enumerate(apart):
+            assert [int(tokens[i]) for tokens, _ in together] == [t for t, _ in sample], (rule, i)
+            for (_, a), (_, b) in zip(together, sample):
+                assert np.abs(a[i] - b).max() <= 1e-12 * np.abs(b).max()
+        texts = {tuple(t for t, _ in sample) for sample in apart}
+        assert len(texts) == (1 if rule["temperature"] == 0 else 5), rule
 
 
 def kept_cdf(logits, temperature):
@@ -261,6 +296,25 @@ def test_empty_prompt_starts_from_a_newline_and_num_samples(kid):
     assert a.returncode == 0 and a.stdout == b.stdout
     samples = a.stdout.rstrip("\n").split("\n\n---------------\n\n")
     assert len(samples) == 3 and len(set(samples)) == 3 and all(len(s) == 40 for s in samples)
+
+
+@pytest.mark.parametrize("module", BACKENDS)
+def test_num_samples_in_batches_print_what_one_at_a_time_prints(kid, module, monkeypatch, capsys):
+    """--num-samples 5, drawn 2 at a time (the batches 2, 2 and 1), prints what 1 at a time prints
+    (float64, whose text does not depend on how the products are split)."""
+    import importlib
+
+    import numpy_gpt.cli
+    main = importlib.import_module(module).main
+    printed = {}
+    for batch in (1, 2, 32):
+        monkeypatch.setattr(numpy_gpt.cli, "SAMPLE_BATCH", batch)
+        main(["--checkpoint", str(kid / "kid.npz"), "--max-new-tokens", "150", "--num-samples", "5",
+              "--dtype", "float64", "--prompt", "ROMEO:"])
+        printed[batch] = capsys.readouterr().out
+    assert printed[1] == printed[2] == printed[32]
+    samples = printed[1].rstrip("\n").split("\n\n---------------\n\n")
+    assert len(samples) == 5 and len(set(samples)) == 5 and all(s.startswith("ROMEO:") for s in samples)
 
 
 def test_prompt_file(kid, tmp_path):

@@ -67,6 +67,9 @@ def test_training_cuts_the_loss_and_writes_every_artifact(small_text, tmp_path):
     report = run("-m", "torch_gpt.report", "--out", str(out))
     assert report.returncode == 0 and f"val loss {log[-1]['val_loss']:.4f}" in report.stdout
     assert report.stdout.count("**step ") == 3 and log[-1]["sample"] in report.stdout
+    spent = sum(e["eval_s"] for e in log)
+    assert f"Evaluations (their losses, samples and snapshots): {spent:.0f} s of the {log[-1]['elapsed_s']:.0f} s, " \
+           f"{spent / log[-1]['elapsed_s']:.1%}." in report.stdout
 
 
 def test_kid_pt_kid_npz_and_numpy_gpt_agree(small_text, tmp_path):
@@ -99,23 +102,23 @@ def wait_for_log_step(out, proc, step, timeout=120):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_stop_and_resume_is_bit_identical(small_text, tmp_path, signum):
-    flags = ["--steps", "400", "--eval-interval", "100"]
+    flags = ["--steps", "200", "--eval-interval", "50"]
     straight = tmp_path / "straight"
     assert train(small_text, straight, *flags).returncode == 0
     stopped = tmp_path / "stopped"
     proc = start_training(small_text, stopped, *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for_log_step(stopped, proc, 100)
+    wait_for_log_step(stopped, proc, 50)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, stderr
     at = load_state(stopped / "kid.pt")["step"]
-    assert f"stopped by signal {int(signum)} at step {at}" in stdout and 100 <= at < 400
+    assert f"stopped by signal {int(signum)} at step {at}" in stdout and 50 <= at < 200
     assert not (stopped / "kid.npz").exists()
     resumed = train(small_text, stopped, *flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {stopped / 'kid.pt'} at step {at}" in resumed.stdout
     assert same_weights(straight / "kid.npz", stopped / "kid.npz")
-    assert [e["step"] for e in read_log(stopped)] == [0, 100, 200, 300, 400]
+    assert [e["step"] for e in read_log(stopped)] == [0, 50, 100, 150, 200]
     assert [e["val_loss"] for e in read_log(stopped)] == [e["val_loss"] for e in read_log(straight)]
 
 

@@ -58,11 +58,12 @@ class TanhGELU(torch.autograd.Function):
 
 
 def gelu(f):
-    """GELU (tanh approximation): TanhGELU where autograd will need its backward on a CPU (training),
-    else the built-in single op: its per-call cost is lower on generation's one-position tensors, and
-    off the CPU it is the fused kernel, which computes in float32 under bf16 autocast (TanhGELU, a
-    custom Function that autocast does not know, would compute in bfloat16)."""
-    if f.requires_grad and f.device.type == "cpu":
+    """GELU (tanh approximation): TanhGELU where autograd will need its backward on a CPU in float32 or
+    float64 (training), else the built-in single op: its per-call cost is lower on generation's
+    one-position tensors, and under bf16 autocast (f is then bfloat16, the output of an autocast
+    product) and off the CPU it is the fused kernel, which computes in float32 (TanhGELU, a custom
+    Function that autocast does not know, would compute in bfloat16, in six passes)."""
+    if f.requires_grad and f.device.type == "cpu" and f.dtype != torch.bfloat16:
         return TanhGELU.apply(f)
     return F.gelu(f, approximate="tanh")
 
@@ -181,14 +182,32 @@ def onednn_usable():
 class Linear(nn.Linear):
     """nn.Linear, on oneDNN's kernels (OneDNNLinear) for float32 on an x86-64 CPU, at ONEDNN_MIN_ROWS
     rows or more, where onednn_usable() (not switched off, self-check passed). The same parameters,
-    names and function; only the matmul routine differs. Under torch.compile, the compiler picks its
-    own matmul kernels."""
+    names and function; only the matmul routine differs. Under bf16 autocast, F.linear is autocast's
+    bfloat16 product (oneDNN's too); under torch.compile, the compiler picks its own matmul kernels."""
 
     def forward(self, x):
         if (x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not torch.compiler.is_compiling() and onednn_usable()):
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and onednn_usable()):
             return OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+def causal_products(q, k, v):
+    """Causal attention as two batched products, for a CPU under bfloat16 autocast: q, k, v (B, H, T, D)
+    -> (B, H, T, D). The same function as F.scaled_dot_product_attention(q, k, v, is_causal=True).
+
+    Why: on a CPU, scaled_dot_product_attention's bf16 flash kernel runs its small products on vector
+    code, and its backward took a third of a bf16 training step of the kid (61 ms of attention forward
+    and backward a layer, on this project's Xeon). As two products, autocast hands them to oneDNN's
+    bf16 kernels (AMX where the CPU has it): 17 ms. The scores are rounded to bfloat16, as every
+    autocast product's output is; the softmax sums in float32.
+    """
+    B, H, T, D = q.shape
+    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)  # (T, T): -inf above the diagonal
+    scores = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2),
+                           alpha=1 / math.sqrt(D))                              # (B*H, T, T) masked q k^T / sqrt(D)
+    y = F.softmax(scores, dim=-1) @ v.reshape(B * H, T, D)                      # (B*H, T, D)
+    return y.view(B, H, T, D)
 
 
 class CausalSelfAttention(nn.Module):
@@ -205,7 +224,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
         k = k.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
         v = v.view(B, T, H, C // H).transpose(1, 2)                 # (B, H, T, D)
-        if acts is None:
+        if acts is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            y = causal_products(q, k, v)                                     # (B, H, T, D)
+        elif acts is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)      # (B, H, T, D)
         else:
             # the explicit path: scores, causal mask, softmax, weighted sum of the values
@@ -326,16 +347,22 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def decode(self, token, pos, kv):
-        """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V)."""
+        """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V).
+
+        The same layers as forward, called as functions on their weights: at batch 1 a character costs
+        what its torch calls cost to dispatch, not their arithmetic, and this makes half as many.
+        One position's heads, (B, H, 1, D), lie in memory as its channels (B, C) do.
+        """
         C, H = self.config.n_embd, self.config.n_head
-        B = token.shape[0]
-        x = (self.wte(token) + self.wpe.weight[pos])[:, None]                    # (B, 1, C)
-        for l, block in enumerate(self.h):
-            q, k, v = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)         # (B, 1, C) each
-            kv[l, 0, :, :, pos] = k.view(B, H, C // H)
-            kv[l, 1, :, :, pos] = v.view(B, H, C // H)
-            y = F.scaled_dot_product_attention(q.view(B, 1, H, C // H).transpose(1, 2),
-                                               kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1])  # (B, H, 1, D)
-            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, 1, C))
-            x = x + block.mlp(block.ln_2(x))
-        return self.lm_head(self.ln_f(x))[:, 0]                                 # (B, V)
+        B, D = token.shape[0], C // H
+        x = self.wte.weight[token] + self.wpe.weight[pos]                                 # (B, C)
+        for l, b in enumerate(self.h):
+            a, m = b.attn, b.mlp
+            qkv = F.linear(F.layer_norm(x, (C,), b.ln_1.weight, b.ln_1.bias), a.c_attn.weight, a.c_attn.bias)
+            qkv = qkv.view(B, 3, H, 1, D).transpose(0, 1)                                 # (3, B, H, 1, D)
+            kv[l, :, :, :, pos:pos + 1] = qkv[1:]                                         # this position's k, v
+            y = F.scaled_dot_product_attention(qkv[0], kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1])
+            x = x + F.linear(y.view(B, C), a.c_proj.weight, a.c_proj.bias)               # y: (B, H, 1, D)
+            f = F.linear(F.layer_norm(x, (C,), b.ln_2.weight, b.ln_2.bias), m.c_fc.weight, m.c_fc.bias)
+            x = x + F.linear(F.gelu(f, approximate="tanh"), m.c_proj.weight, m.c_proj.bias)
+        return F.linear(F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias), self.lm_head.weight)  # (B, V)

@@ -40,16 +40,14 @@ def main(argv=None):
     args = check_sampling_args(parser().parse_args(argv))
     configure_threads()
     model, chars = load_model(args.checkpoint, getattr(torch, args.dtype))
-    kv = model.new_kv_cache(1)
 
-    def prefill(ids):
-        return model.prefill(torch.tensor([ids]), kv)[0].numpy()
+    def sampler(n):
+        """(prefill, decode) for n samples at once, over a fresh KV cache"""
+        kv = model.new_kv_cache(n)
+        return (lambda window: model.prefill(torch.from_numpy(window), kv).numpy(),
+                lambda tokens, pos: model.decode(torch.from_numpy(tokens), pos, kv).numpy())
 
-    def decode(token, pos):
-        return model.decode(torch.tensor([token]), pos, kv)[0].numpy()
-
-    stream_samples(args, prefill, decode, CharTokenizer(chars), model.config.block_size,
-                   np.random.default_rng(args.seed))
+    stream_samples(args, sampler, CharTokenizer(chars), model.config.block_size, np.random.default_rng(args.seed))
     return 0
 
 

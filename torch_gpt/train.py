@@ -33,7 +33,32 @@ def parser():
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bfloat16 autocast for the products (weights, AdamW and the losses stay float32): auto "
+                        "turns it on for --dtype float32 on a CUDA GPU or on a CPU with bfloat16 instructions "
+                        "(AVX512-BF16 or AMX); off trains in plain float32")
     return p
+
+
+def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether this CPU multiplies bfloat16 natively (the avx512_bf16 or amx_bf16 flag of Linux's cpuinfo).
+    Elsewhere torch emulates bfloat16, slower than float32: False off Linux, and where the file is unreadable."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(choice, device, dtype):
+    """--bf16 auto, on or off -> whether the step runs under bfloat16 autocast, or a UserError."""
+    able = dtype == "float32" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()))
+    if choice == "on" and not able:
+        why = (f"--dtype {dtype}" if dtype != "float32" else f"--device {device.type}" if device.type != "cpu"
+               else "this CPU has neither AVX512-BF16 nor AMX, so torch would emulate bfloat16, slower than float32")
+        raise UserError(f"--bf16 on, but {why}; use --bf16 auto or off")
+    return able if choice == "auto" else choice == "on"
 
 
 def pick_device(name, local_rank):
@@ -191,8 +216,9 @@ class TorchBackend:
         self.dtype = torch.float64 if args.dtype == "float64" else torch.float32
         self.sync_every = 1 if device.type == "cpu" else 10     # reading the loss waits for a GPU: not every step
         self.threads = torch.get_num_threads() if device.type == "cpu" else None
-        self.bf16 = device.type == "cuda" and self.dtype == torch.float32
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        self.bf16 = use_bf16(args.bf16, device, args.dtype)
+        self.precision = "bf16 autocast" if self.bf16 else args.dtype
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def start(self, data, state):
         args, device = self.args, self.device
