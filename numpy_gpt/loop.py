@@ -138,7 +138,7 @@ def train(args, backend):
         if state["backend"] != backend.name:
             say(f"note: {kid_pt} was written by {state['backend']}; continuing it with {backend.name} matches a run "
                 f"that never switched to within float rounding (the parity tolerance), not bit for bit")
-        if state.get("precision", args.dtype) != backend.precision:
+        elif state.get("precision", args.dtype) != backend.precision:
             say(f"note: {kid_pt} was trained in {state.get('precision', args.dtype)} and goes on in "
                 f"{backend.precision}: a valid run, but not the one that never stopped")
         elif state["threads"] not in (None, backend.threads):    # CPU sums split their work by thread count

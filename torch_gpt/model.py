@@ -350,7 +350,7 @@ class GPT(nn.Module):
         """token (B,) at position pos; kv holds keys and values of positions < pos -> logits (B, V).
 
         The same layers as forward, called as functions on their weights: at batch 1 a character costs
-        what its torch calls cost to dispatch, not their arithmetic, and this makes half as many.
+        what its torch calls cost to dispatch, not their arithmetic, and this makes fewer of them.
         One position's heads, (B, H, 1, D), lie in memory as its channels (B, C) do.
         """
         C, H = self.config.n_embd, self.config.n_head
