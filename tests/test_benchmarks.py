@@ -98,3 +98,19 @@ def test_flop_formula():
     assert round(flops_per_step(GPTConfig(), 32) / 1e9, 1) == 22.8
     assert flops_per_step(GPTConfig(), 32, causal_only=True) == 4096 * (6 * 794_752 + 6 * 4 * 128 * 128)
     assert round(flops_per_step(GPTConfig(), 32, causal_only=True) / 1e9, 1) == 21.1
+
+
+def test_parts_runs_every_comparison_the_readme_cites():
+    """python -m benchmarks.parts --quick: a row for each routine of each part (speed is not asserted)."""
+    result = run("-m", "benchmarks.parts", "--quick", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ")[:2] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == [["| attention, one layer, bf16 autocast", "scaled_dot_product_attention"],
+                        ["| attention, one layer, bf16 autocast", "causal_products"],
+                        ["| GELU, one layer", "TanhGELU, float32"], ["| GELU, one layer", "F.gelu, float32"],
+                        ["| GELU, one layer", "TanhGELU, bfloat16"], ["| GELU, one layer", "F.gelu, bfloat16"],
+                        ["| dropout masks, one step", "numpy_gpt.model.dropout_masks"],
+                        ["| numpy_gpt forward and backward, one batch", "one part"],
+                        ["| numpy_gpt forward and backward, one batch", rows[-1][1]]]
+    assert rows[-1][1].endswith("parts, one a thread")
+    assert all(float(line.rsplit("|", 2)[1]) > 0 for line in result.stdout.splitlines()[4:])

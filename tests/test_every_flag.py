@@ -274,6 +274,10 @@ TABLE = {
         "--warmup": count(0),
         "--repeats": count(1, huge=NOT_RUN),
     }),
+    "benchmarks.parts": (["--quick", "--repeats", "0"], "--repeats", {
+        "--quick": switch(),
+        "--repeats": count(1, huge=NOT_RUN),
+    }),
     "benchmarks.site": (["--checkpoint", "nowhere.npz"], "checkpoint not found", {
         "--checkpoint": checkpoint(),
         "--repeats": count(1),

@@ -1,0 +1,124 @@
+"""python -m benchmarks.parts: the pieces of a training step that the README's performance notes cite.
+
+    attention    one layer's causal attention, forward and backward, at the kid's training shape, under
+                 CPU bfloat16 autocast: torch's scaled_dot_product_attention (its CPU flash kernel)
+                 against torch_gpt.model.causal_products, which torch_gpt uses there
+    GELU         the MLP's GELU, forward and backward, at the kid's training shape: TanhGELU (torch_gpt's
+                 float32 CPU form) against torch's fused F.gelu, in float32 and in bfloat16
+    masks        one step's dropout masks, drawn by NumPy (numpy_gpt.model.dropout_masks), as both
+                 trainers draw them on a CPU
+    numpy step   numpy_gpt's forward and backward of one batch, as one part on one thread with BLAS on
+                 every core, and as the trainer runs it, one part a core (NumpyBackend.forward_backward)
+
+Each figure is the median of --repeats timed calls after one warm-up, in milliseconds. --quick runs
+at toy sizes (CI runs it so the command never rots; it asserts nothing about speed).
+"""
+import argparse
+import contextlib
+import io
+import statistics
+
+import numpy as np
+
+from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
+from numpy_gpt.cli import ArgumentParser, check_at_least, check_training_args, keep_freed_memory, run_cli, \
+    training_parser
+from numpy_gpt.model import dropout_masks
+
+from .loops import QUICK, time_calls
+
+DEFAULTS = check_training_args(training_parser("", "").parse_args([]))
+
+
+def median_ms(fn, repeats):
+    return statistics.median(time_calls(fn, warmup=1, repeats=repeats)) * 1e3
+
+
+def attention(config, B, repeats):
+    import torch
+    import torch.nn.functional as F
+
+    from torch_gpt.model import causal_products
+    H, T, D = config.n_head, config.block_size, config.n_embd // config.n_head
+    q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
+
+    def step(attend):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = attend(q, k, v)
+        y.float().sum().backward()
+    return {"scaled_dot_product_attention": median_ms(
+                lambda: step(lambda *a: F.scaled_dot_product_attention(*a, is_causal=True)), repeats),
+            "causal_products": median_ms(lambda: step(causal_products), repeats)}
+
+
+def gelu(config, B, repeats):
+    import torch
+    import torch.nn.functional as F
+
+    from torch_gpt.model import TanhGELU
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(B, config.block_size, 4 * config.n_embd, dtype=dtype, requires_grad=True)
+        g = torch.randn_like(x)
+        for name, f in (("TanhGELU", TanhGELU.apply), ("F.gelu", lambda t: F.gelu(t, approximate="tanh"))):
+            out[f"{name}, {str(dtype).split('.')[1]}"] = median_ms(lambda: f(x).backward(g), repeats)
+    return out
+
+
+def numpy_step(config, B, repeats):
+    """One batch's forward and backward (no dropout): one part, BLAS on every core; then the trainer's parts."""
+    from numpy_gpt.loop import Data
+    from numpy_gpt.train import NumpyBackend
+    settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": B, "grad_accum": 1})
+    backend = NumpyBackend(settings)
+    with contextlib.redirect_stdout(io.StringIO()):     # its line about the model, not this table's
+        backend.start(Data(None, config, None, None, {}), None)
+    params = init_params(config, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, config.vocab_size, (2, B, config.block_size))
+
+    def one_part():
+        gpt_backward(params, config, gpt_forward(params, config, x, y)[3])
+    return {"one part": median_ms(one_part, repeats),
+            f"{backend.threads} parts, one a thread": median_ms(lambda: backend.forward_backward(x, y, None), repeats)}
+
+
+def run(quick, repeats):
+    import torch
+    config, B = (QUICK, 4) if quick else (GPTConfig(), DEFAULTS.batch_size)
+    rng = np.random.default_rng(0)
+    return {"config": config.to_dict(), "batch_size": B, "torch_threads": torch.get_num_threads(),
+            "attention, one layer, bf16 autocast": attention(config, B, repeats),
+            "GELU, one layer": gelu(config, B, repeats),
+            "dropout masks, one step": {"numpy_gpt.model.dropout_masks": median_ms(
+                lambda: dropout_masks(config, B, config.block_size, DEFAULTS.dropout, rng), repeats)},
+            "numpy_gpt forward and backward, one batch": numpy_step(config, B, repeats)}
+
+
+def table(r):
+    lines = [f"Model {r['config']}, batch {r['batch_size']}, torch on {r['torch_threads']} threads; forward and "
+             f"backward where both apply; milliseconds, median.", "", "| part | routine | ms |", "|---|---|---:|"]
+    for part, routines in r.items():
+        if isinstance(routines, dict) and part != "config":
+            lines += [f"| {part} | {name} | {ms:.1f} |" for name, ms in routines.items()]
+    return "\n".join(lines)
+
+
+def parser():
+    p = ArgumentParser(prog="python -m benchmarks.parts", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="toy sizes, seconds in all (for CI)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per figure")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    check_at_least(args, 1, "--repeats")
+    keep_freed_memory()                 # as the trainers do
+    print(table(run(args.quick, args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
