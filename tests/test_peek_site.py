@@ -9,9 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from numpy_gpt.checkpoint import save_weights
+from numpy_gpt.checkpoint import load_weights, save_weights
 from numpy_gpt.config import GPTConfig
-from numpy_gpt.model import init_params
+from numpy_gpt.model import gpt_decode, gpt_prefill, init_params, new_kv_cache
+from numpy_gpt.sampling import generate
 from peek.build import STEPS, page_name
 
 from browser import DESKTOP, PHONE, assert_no_problems, browser, browser_page, problems, screenshot, served, visit  # noqa: F401
@@ -115,6 +116,20 @@ def numpy_sample(checkpoint, prompt, seed, temperature, length, top_k=None, top_
     return result.stdout[:-1]
 
 
+def numpy_last_probs(checkpoint, prompt, seed, length, **rule):
+    """The model's probabilities (softmax of the logits, no rule applied) at the step that drew the last of
+    length characters: what the playground's bars show when it is done."""
+    params, config, chars, _ = load_weights(checkpoint)
+    params = {name: p.astype(np.float64) for name, p in params.items()}
+    kv = new_kv_cache(params, config, 1)
+    steps = generate(lambda ids: gpt_prefill(params, config, np.array([ids]), kv)[0],
+                     lambda token, pos: gpt_decode(params, config, np.array([token]), pos, kv)[0],
+                     [chars.index(c) for c in prompt], length, config.block_size, np.random.default_rng(seed), **rule)
+    *_, (_, logits) = steps
+    probs = np.exp(logits - logits.max())
+    return probs / probs.sum()
+
+
 @pytest.mark.parametrize("prompt, seed, temperature, top_k, top_p", [
     ("ROMEO:", 7, 0.8, None, 1.0),
     ("KING:\nWhat", 1337, 1.0, 10, 0.9),
@@ -136,6 +151,10 @@ def test_the_playground_writes_what_numpy_gpt_sample_writes(browser, site, promp
         assert page.text_content("#play-output") == expected
         assert page.locator("#play-bars .bar").count() == 10
         assert page.locator("#play-attention .strip").count() == 4
+        shown = [float(v) for v in page.locator("#play-bars .bar .value").all_text_contents()]
+        probs = numpy_last_probs(site["checkpoint"], prompt, seed, length, temperature=temperature, top_k=top_k,
+                                 top_p=top_p)
+        assert np.abs(np.array(shown) - np.sort(probs)[::-1][:10]).max() <= 0.0005 + 1e-9   # shown to 3 places
         assert "python -m numpy_gpt.sample --dtype float64 --prompt" in page.text_content("#play-command")
         assert_no_problems(problems(page))
 

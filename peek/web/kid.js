@@ -107,7 +107,7 @@ export function embedding_forward(ids, wte, wpe, C) {
 // x (T, C), w (C,), b (C,) -> out (T, C): (x - mean) / sqrt(var + eps) * w + b over each row,
 // with the biased variance, as torch
 export function layernorm_forward(x, w, b, eps = 1e-5) {
-  const C = w.length, T = x.length / C;
+  const C = w.length, T = (x.length / C) | 0;
   const out = new Float64Array(T * C);                                    // (T, C)
   for (let t = 0; t < T; t++) {
     const row = t * C;
@@ -128,9 +128,10 @@ export function layernorm_forward(x, w, b, eps = 1e-5) {
 // four rows of x meet four rows of w at a time (16 running sums: each number read serves four
 // multiply-adds); a lone row (decoding) meets four rows of w at a time. BLAS sums in yet another order;
 // the tests allow for it (1e-12 of the logits' scale). Each loop nest is a function of its own, which
-// V8 compiles better than one function with both.
+// V8 compiles better than one function with both. (Here and below, "| 0" tells V8 that a quotient is a
+// whole number, so that the indices computed from it stay integer arithmetic.)
 export function linear_forward(x, w, b, Cout) {
-  const Cin = w.length / Cout, T = x.length / Cin;
+  const Cin = (w.length / Cout) | 0, T = (x.length / Cin) | 0;
   const out = new Float64Array(T * Cout);                                 // (T, Cout)
   const T4 = T - T % 4;
   if (T4) linear_rows4(x, w, out, Cin, Cout, T4);                         // rows 0 .. T4-1, four at a time
@@ -203,7 +204,7 @@ export function softmax_(x, start, n) {
 
 // qkv (T, 3C); i: 0 for q, 1 for k, 2 for v -> that third of qkv with its heads apart, (H, T, D)
 export function split_heads(qkv, i, n_head, T) {
-  const C = qkv.length / (3 * T), H = n_head, D = C / H;
+  const C = (qkv.length / (3 * T)) | 0, H = n_head, D = (C / H) | 0;
   const out = new Float64Array(H * T * D);                                // (H, T, D)
   for (let h = 0; h < H; h++)
     for (let t = 0; t < T; t++)
@@ -214,24 +215,29 @@ export function split_heads(qkv, i, n_head, T) {
 // qkv (T, 3C), the output of c_attn -> {y (T, C), the heads' outputs side by side; q, k, v (H, T, D);
 // att (H, T, T), the attention probabilities}. Causal: query t attends to keys 0..t, and att is 0 above
 // the diagonal, as softmax makes of numpy_gpt's -inf mask.
-export function attention_forward(qkv, n_head, T) {
-  const C = qkv.length / (3 * T), H = n_head, D = C / H;
+// first > 0 runs only the queries first..T-1 (gpt_forward's last layer, for a KV cache): y is then
+// (T - first, C) and att (H, T - first, T).
+export function attention_forward(qkv, n_head, T, first = 0) {
+  const C = (qkv.length / (3 * T)) | 0, H = n_head, D = (C / H) | 0, R = T - first;
   const scale = 1.0 / Math.sqrt(D);
   const q = split_heads(qkv, 0, H, T), k = split_heads(qkv, 1, H, T), v = split_heads(qkv, 2, H, T);   // (H, T, D)
-  const att = new Float64Array(H * T * T);                                // (H, T, T)
-  const y = new Float64Array(T * C);                                      // (T, C), merge_heads(att @ v)
+  const att = new Float64Array(H * R * T);                                // (H, R, T)
+  const y = new Float64Array(R * C);                                      // (R, C), merge_heads(att @ v)
+  const qs = new Float64Array(D);                                         // one query, times scale
   for (let h = 0; h < H; h++) {
-    for (let t = 0; t < T; t++) {
-      const row = (h * T + t) * T, qrow = (h * T + t) * D;
+    for (let t = first; t < T; t++) {
+      const row = (h * R + t - first) * T, out = (t - first) * C + h * D;
+      for (let d = 0; d < D; d++) qs[d] = q[(h * T + t) * D + d] * scale;
       for (let s = 0; s <= t; s++) {                                      // scores = (q * scale) @ k^T
+        const krow = (h * T + s) * D;
         let dot = 0;
-        for (let d = 0; d < D; d++) dot += (q[qrow + d] * scale) * k[(h * T + s) * D + d];
+        for (let d = 0; d < D; d++) dot += qs[d] * k[krow + d];
         att[row + s] = dot;
       }
       softmax_(att, row, t + 1);                                          // the row sums to 1
       for (let s = 0; s <= t; s++) {                                      // y = att @ v
         const a = att[row + s], vrow = (h * T + s) * D;
-        for (let d = 0; d < D; d++) y[t * C + h * D + d] += a * v[vrow + d];
+        for (let d = 0; d < D; d++) y[out + d] += a * v[vrow + d];
       }
     }
   }
@@ -262,31 +268,34 @@ export function residual_forward(x, fx) {
 
 // ids (T,) ints, T <= block_size -> {logits (T, V), one flat Float64Array; att[l][h] (T, T), the
 // attention probabilities of head h in layer l; k[l], v[l] (H, T, D), each layer's keys and values}
-export function gpt_forward(params, config, ids) {
+// first > 0 (gpt_prefill) runs the last layer's attention and MLP, and the head, only for positions
+// first..T-1, as the keys and values of every position are all a KV cache needs of the rest: the
+// last layer's att[L-1][h] is then (T - first, T), and logits (T - first, V).
+export function gpt_forward(params, config, ids, first = 0) {
   const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
   const T = ids.length;
   const att = [], k = [], v = [];
   let x = embedding_forward(ids, params["wte.weight"], params["wpe.weight"], C);           // (T, C)
   for (let l = 0; l < L; l++) {
-    const p = `h.${l}.`;
+    const p = `h.${l}.`, from = l === L - 1 ? first : 0, R = T - from;                    // R rows go on
     // x = x + attn(ln_1(x))
     let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);      // (T, C)
     const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (T, 3C)
-    const attn = attention_forward(qkv, H, T);                                            // y (T, C)
-    const a = linear_forward(attn.y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);    // (T, C)
-    att.push(Array.from({ length: H }, (_, i) => attn.att.subarray(i * T * T, (i + 1) * T * T)));
+    const attn = attention_forward(qkv, H, T, from);                                      // y (R, C)
+    const a = linear_forward(attn.y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);    // (R, C)
+    att.push(Array.from({ length: H }, (_, i) => attn.att.subarray(i * R * T, (i + 1) * R * T)));
     k.push(attn.k);
     v.push(attn.v);
-    x = residual_forward(x, a);
+    x = residual_forward(x.subarray(from * C), a);                                        // (R, C)
     // x = x + mlp(ln_2(x))
-    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);          // (T, C)
-    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (T, 4C)
-    const g = gelu_forward(f);                                                            // (T, 4C)
-    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);          // (T, C)
+    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);          // (R, C)
+    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (R, 4C)
+    const g = gelu_forward(f);                                                            // (R, 4C)
+    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);          // (R, C)
     x = residual_forward(x, m);
   }
-  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (T, C)
-  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (T, V)
+  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (T - first, C)
+  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (T - first, V)
   return { logits, att, k, v };
 }
 
@@ -302,21 +311,21 @@ export function new_kv_cache(config) {
 // where kv[l, i, h] starts: i is 0 for keys, 1 for values; each is (block_size, D)
 function kv_at(config, l, i, h) {
   const { n_head: H, n_embd: C, block_size } = config;
-  return ((l * 2 + i) * H + h) * block_size * (C / H);
+  return ((l * 2 + i) * H + h) * block_size * ((C / H) | 0);
 }
 
 // Run the whole forward over ids (T,), keep its keys and values in kv -> {logits (V,) of the last
 // position, att[l][h] (T,) that position's attention}. The next new position is T.
 export function gpt_prefill(params, config, ids, kv) {
-  const { n_layer: L, n_head: H, vocab_size: V } = config;
-  const T = ids.length, D = config.n_embd / H;
-  const { logits, att, k, v } = gpt_forward(params, config, ids);
+  const { n_layer: L, n_head: H } = config;
+  const T = ids.length, D = (config.n_embd / H) | 0;
+  const { logits, att, k, v } = gpt_forward(params, config, ids, T - 1);                 // logits (1, V)
   for (let l = 0; l < L; l++)
     for (let h = 0; h < H; h++) {
       kv.set(k[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 0, h));     // (T, D)
       kv.set(v[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 1, h));
     }
-  return { logits: logits.slice((T - 1) * V), att: att.map((heads) => heads.map((a) => a.slice((T - 1) * T))) };
+  return { logits, att: att.map((heads, l) => heads.map((a) => l === L - 1 ? a : a.slice((T - 1) * T))) };
 }
 
 // token at position pos; kv holds the keys and values of positions < pos -> {logits (V,), att[l][h]
@@ -324,8 +333,9 @@ export function gpt_prefill(params, config, ids, kv) {
 // position, so there is nothing to mask.
 export function gpt_decode(params, config, token, pos, kv) {
   const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
-  const D = C / H, scale = 1.0 / Math.sqrt(D);
+  const D = (C / H) | 0, scale = 1.0 / Math.sqrt(D);
   const wte = params["wte.weight"], wpe = params["wpe.weight"];
+  const qs = new Float64Array(D);
   let x = new Float64Array(C);                                                            // (1, C)
   for (let c = 0; c < C; c++) x[c] = wte[token * C + c] + wpe[pos * C + c];
   const att = [];
@@ -341,15 +351,19 @@ export function gpt_decode(params, config, token, pos, kv) {
         kv[keys + pos * D + d] = qkv[C + head * D + d];
         kv[values + pos * D + d] = qkv[2 * C + head * D + d];
       }
+      for (let d = 0; d < D; d++) qs[d] = qkv[head * D + d] * scale;                     // this query, times scale
       const a = new Float64Array(pos + 1);                                                // (pos+1,)
-      for (let s = 0; s <= pos; s++) {                                                    // (q @ keys^T) * scale
+      for (let s = 0; s <= pos; s++) {                                                    // (q * scale) @ keys^T
+        const krow = keys + s * D;
         let dot = 0;
-        for (let d = 0; d < D; d++) dot += qkv[head * D + d] * kv[keys + s * D + d];
-        a[s] = dot * scale;
+        for (let d = 0; d < D; d++) dot += qs[d] * kv[krow + d];
+        a[s] = dot;
       }
       softmax_(a, 0, pos + 1);
-      for (let s = 0; s <= pos; s++)                                                      // y = att @ values
-        for (let d = 0; d < D; d++) y[head * D + d] += a[s] * kv[values + s * D + d];
+      for (let s = 0; s <= pos; s++) {                                                    // y = att @ values
+        const as = a[s], vrow = values + s * D;
+        for (let d = 0; d < D; d++) y[head * D + d] += as * kv[vrow + d];
+      }
       att[l].push(a);
     }
     const a = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);

@@ -76,10 +76,15 @@ function softmax(logits) {
   return e.map((x) => x / sum);
 }
 
-// a colour for v in [0, 1]: white to deep blue
-function shade(v) {
+// a colour for v in [0, 1]: white to deep blue, as [r, g, b]
+function shade_rgb(v) {
   const t = Math.max(0, Math.min(1, v));
-  return `rgb(${Math.round(255 - 215 * t)},${Math.round(255 - 165 * t)},${Math.round(255 - 75 * t)})`;
+  return [Math.round(255 - 215 * t), Math.round(255 - 165 * t), Math.round(255 - 75 * t)];
+}
+
+// the same colour as a CSS string
+function shade(v) {
+  return `rgb(${shade_rgb(v).join(",")})`;
 }
 
 // a colour for v in [-1, 1]: red, white, blue
@@ -430,13 +435,10 @@ async function playground(d) {
         return el("div", { class: "strip" }, el("span", { class: "label", text: `L${l} H${h}` }), canvas);
       })), el("p", { class: "note", text: "Each row: one head's weights over the window, the oldest character " +
                                           "on the left, the newest on the right; darker is more." }));
-    att.flat().forEach((a, k) => {
-      const ctx = strips[k].getContext("2d");
-      ctx.clearRect(0, 0, config.block_size, 1);
-      for (let j = 0; j < a.length; j++) {
-        ctx.fillStyle = shade(a[j]);
-        ctx.fillRect(j, 0, 1, 1);
-      }
+    att.flat().forEach((a, k) => {                    // one pixel a position, written as RGBA bytes
+      const pixels = new ImageData(config.block_size, 1);                 // transparent past the window
+      for (let j = 0; j < a.length; j++) pixels.data.set([...shade_rgb(a[j]), 255], 4 * j);
+      strips[k].getContext("2d").putImageData(pixels, 0, 0);
     });
   };
 
@@ -467,24 +469,31 @@ async function playground(d) {
     $("play-generate").disabled = true;
     $("play-stop").disabled = false;
     const start = performance.now();
-    let made = 0, pending = "", step = null;
+    let made = 0, pending = "", step = null, latest = null, shown = -Infinity;
     while (!me.stop) {
       // write for one frame's worth of time (16 ms), then show it and hand the tab back to the browser
       for (const frame_end = performance.now() + 16; performance.now() < frame_end; ) {
         step = stream.next();
         if (step.done) break;
         pending += chars[step.value.token];
+        latest = step.value;
         made++;
       }
       out.textContent += pending;
       pending = "";
       if (step.done) break;
-      show_step(step.value.logits, step.value.att);
+      // the bars and strips change ten times a second: faster is a blur to the eye, and drawing them
+      // every frame took a sixth of the kid's time
+      if (performance.now() - shown >= 100) {
+        show_step(latest.logits, latest.att);
+        shown = performance.now();
+      }
       $("play-status").textContent = `${made} of ${s.length} characters`;
       await next_task();
     }
     out.textContent += pending;
     const seconds = (performance.now() - start) / 1000;
+    if (latest) show_step(latest.logits, latest.att);    // the step the last character was drawn from
     $("play-status").textContent = `${made} characters in ${seconds.toFixed(2)} s (${Math.round(made / seconds)} characters/s)` +
       (me.stop ? ", stopped" : "");
     out.dataset.charsPerSecond = String(made / seconds);
