@@ -103,6 +103,38 @@ def shoot(browser, playground, url, site, shots):
         page.close()
 
 
+def multiply_adds(config, prompt_len, length):
+    """The playground's arithmetic for length characters after a prompt of prompt_len, counted as
+    kid.js does it: -> (multiply-adds in prefills, in one-position decodes, the number of prefills).
+
+    The schedule is numpy_gpt.sampling.generate's: one prefill of the prompt, then a forward per new
+    character (also after the last, as the generator runs to its end), each a decode, or where the
+    character does not fit, a prefill of the window's last 3/4. A position t (from 0) attending to
+    t + 1 keys costs 2 (t + 1) C in attention; a Linear costs its weight's size a row. A prefill runs
+    its last layer's queries, MLP and head for its last position only (kid.js's gpt_forward first).
+    """
+    L, C, V, block = config.n_layer, config.n_embd, config.vocab_size, config.block_size
+    layer = 12 * C * C                                  # c_attn 3C^2, c_proj C^2, c_fc and mlp.c_proj 4C^2 each
+    attend = lambda t: 2 * (t + 1) * C                  # noqa: E731  scores and att @ v, over all heads
+
+    def prefill(T):
+        rest = (L - 1) * (T * layer + sum(attend(t) for t in range(T)))
+        return rest + T * 3 * C * C + (layer - 3 * C * C) + attend(T - 1) + V * C
+
+    keep = max(1, block * 3 // 4)
+    n = prompt_len
+    start = max(0, n - block)
+    prefills, decodes, count = prefill(n - start), 0, 1
+    for _ in range(length):
+        n += 1
+        if n - start > block:                           # the window slides: re-prime it
+            start = n - keep
+            prefills, count = prefills + prefill(n - start), count + 1
+        else:
+            decodes += L * (layer + attend(n - start - 1)) + V * C
+    return prefills, decodes, count
+
+
 def parser():
     p = ArgumentParser(prog="python -m benchmarks.site", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +171,12 @@ def main(argv=None):
         what = "in one window, no slide" if length == in_window else f"{PROMPT} and on"
         print(f"| playground generation, KV cache, {length} characters ({what}; median of {len(runs)}) | "
               f"{statistics.median(runs):,.0f} characters/s (min {min(runs):,.0f}, max {max(runs):,.0f}) |")
+    for length, runs in rates.items():
+        prefills, decodes, count = multiply_adds(config, len(PROMPT), length)
+        rate = (prefills + decodes) / (length / statistics.median(runs))
+        print(f"| its arithmetic for {length} characters | {(prefills + decodes) / 1e9:.2f} G multiply-adds, "
+              f"{prefills / (prefills + decodes):.0%} of them in {count} prefill(s); "
+              f"{rate / 1e9:.2f} G multiply-adds/s at the median |")
     print(f"| the site's total size ({len(sizes)} files) | {total / 1e6:.2f} MB |")
     biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
     print(f"| its largest files | {', '.join(f'{n} {s / 1e6:.2f} MB' for n, s in biggest)} |")

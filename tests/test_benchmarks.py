@@ -114,3 +114,31 @@ def test_parts_runs_every_comparison_the_readme_cites():
                         ["| numpy_gpt forward and backward, one batch", rows[-1][1]]]
     assert rows[-1][1].endswith("parts, one a thread")
     assert all(float(line.rsplit("|", 2)[1]) > 0 for line in result.stdout.splitlines()[4:])
+
+
+def test_the_site_benchmark_counts_the_calls_that_generate_makes():
+    """benchmarks.site's multiply-adds: the prefills and decodes that numpy_gpt.sampling.generate really
+    makes, past several slides of the window, each costed one position at a time."""
+    from benchmarks.site import multiply_adds
+    from numpy_gpt import GPTConfig
+    from numpy_gpt.sampling import generate
+    config = GPTConfig(vocab_size=7, block_size=8, n_layer=3, n_head=2, n_embd=4)
+    L, C, V = config.n_layer, config.n_embd, config.vocab_size
+    calls = []
+    prefill = lambda ids: calls.append(("prefill", len(ids))) or np.zeros(V)         # noqa: E731
+    decode = lambda token, pos: calls.append(("decode", pos)) or np.zeros(V)         # noqa: E731
+    list(generate(prefill, decode, [1, 2, 3], 30, config.block_size, np.random.default_rng(0)))
+
+    def position(t, layers):                     # position t, attending to t + 1 keys, through layers
+        return layers * (3 * C * C + 2 * (t + 1) * C + C * C + 8 * C * C)
+
+    expected = {"prefill": 0, "decode": 0}
+    for kind, n in calls:
+        if kind == "decode":
+            expected[kind] += position(n, L) + V * C
+        else:                                    # the last layer: keys and values for all, the rest for the last
+            expected[kind] += sum(position(t, L - 1) + 3 * C * C for t in range(n)) \
+                + position(n - 1, 1) - 3 * C * C + V * C
+    prefills, decodes, count = multiply_adds(config, 3, 30)
+    assert count == sum(kind == "prefill" for kind, _ in calls) > 5              # the prompt's, then slides
+    assert (prefills, decodes) == (expected["prefill"], expected["decode"])
