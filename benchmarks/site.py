@@ -153,7 +153,7 @@ def main(argv=None):
         check_output(args.screenshots, "--screenshots", folder=True)
     _, config, _, _ = load_weights(args.checkpoint)  # a bad checkpoint is refused before anything is built
     in_window = config.block_size - len(PROMPT)     # the prompt and these fill one window exactly
-    lengths = [args.length] + ([in_window] if 0 < in_window < args.length else [])
+    lengths = ([in_window] if 0 < in_window < args.length else []) + [args.length]   # the screenshot: the last
     from peek.__main__ import main as peek_main
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
@@ -167,6 +167,7 @@ def main(argv=None):
     total = sum(sizes.values())
     print(f"Site built from {args.checkpoint}, served from 127.0.0.1, headless Chromium {version}.\n")
     print("| measure | value |\n|---|---|")
+    rates = dict(sorted(rates.items(), reverse=True))   # --length first
     for length, runs in rates.items():
         what = "in one window, no slide" if length == in_window else f"{PROMPT} and on"
         print(f"| playground generation, KV cache, {length} characters ({what}; median of {len(runs)}) | "
