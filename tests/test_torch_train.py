@@ -16,7 +16,7 @@ from numpy_gpt import gpt_forward
 from numpy_gpt.checkpoint import load_state, load_weights, save_state
 from torch_gpt.model import GPT
 
-from conftest import ROOT
+from conftest import ROOT, corpus_path
 from test_numpy_cli import SMALL, assert_user_error, run
 
 TRAIN = ["-m", "torch_gpt.train", "--device", "cpu"]
@@ -100,11 +100,23 @@ def wait_for_log_step(out, proc, step, timeout=120):
     raise AssertionError(f"no evaluation at step {step} within {timeout} s")
 
 
+STOP_FLAGS = ["--steps", "200", "--eval-interval", "50"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """-> (its text, the run): one run of STOP_FLAGS that nothing stops, which each signal's stopped and
+    resumed run must end equal to."""
+    folder = tmp_path_factory.mktemp("straight")
+    text = folder / "small.txt"
+    text.write_text(corpus_path().read_text(encoding="utf-8")[:8000], encoding="utf-8")
+    assert train(text, folder / "run", *STOP_FLAGS).returncode == 0
+    return text, folder / "run"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_stop_and_resume_is_bit_identical(small_text, tmp_path, signum):
-    flags = ["--steps", "200", "--eval-interval", "50"]
-    straight = tmp_path / "straight"
-    assert train(small_text, straight, *flags).returncode == 0
+def test_stop_and_resume_is_bit_identical(straight, tmp_path, signum):
+    (small_text, straight), flags = straight, STOP_FLAGS
     stopped = tmp_path / "stopped"
     proc = start_training(small_text, stopped, *flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_log_step(stopped, proc, 50)
