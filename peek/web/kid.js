@@ -213,6 +213,43 @@ export function softmax_(x, start, n) {
   return x;
 }
 
+// Attention's two small products, for one query: its n scores against the keys, and the sum of the
+// values weighted by its n probabilities. Each takes four keys, or four channels, at a time: four running
+// sums in flight, where one would wait on each add, each summing in the order one at a time would.
+
+// out[o0 + s] = q[0:D] . k[k0 + s*D : k0 + (s+1)*D] for s < n: the keys are n rows of D from k0
+function scores(q, k, k0, n, D, out, o0) {
+  let s = 0;
+  for (; s + 4 <= n; s += 4) {
+    const r0 = k0 + s * D, r1 = r0 + D, r2 = r1 + D, r3 = r2 + D;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let d = 0; d < D; d++) {
+      const qd = q[d];
+      s0 += qd * k[r0 + d]; s1 += qd * k[r1 + d]; s2 += qd * k[r2 + d]; s3 += qd * k[r3 + d];
+    }
+    out[o0 + s] = s0; out[o0 + s + 1] = s1; out[o0 + s + 2] = s2; out[o0 + s + 3] = s3;
+  }
+  for (; s < n; s++) out[o0 + s] = dot(q, 0, k, k0 + s * D, D);
+}
+
+// out[o0 + d] = sum over s < n of p[p0 + s] * v[v0 + s*D + d], for d < D: the values are n rows of D from v0
+function weighted_sum(p, p0, v, v0, n, D, out, o0) {
+  let d = 0;
+  for (; d + 4 <= D; d += 4) {
+    let y0 = 0, y1 = 0, y2 = 0, y3 = 0;
+    for (let s = 0; s < n; s++) {
+      const ps = p[p0 + s], r = v0 + s * D + d;
+      y0 += ps * v[r]; y1 += ps * v[r + 1]; y2 += ps * v[r + 2]; y3 += ps * v[r + 3];
+    }
+    out[o0 + d] = y0; out[o0 + d + 1] = y1; out[o0 + d + 2] = y2; out[o0 + d + 3] = y3;
+  }
+  for (; d < D; d++) {
+    let sum = 0;
+    for (let s = 0; s < n; s++) sum += p[p0 + s] * v[v0 + s * D + d];
+    out[o0 + d] = sum;
+  }
+}
+
 // qkv (T, 3C); i: 0 for q, 1 for k, 2 for v -> that third of qkv with its heads apart, (H, T, D)
 export function split_heads(qkv, i, n_head, T) {
   const C = (qkv.length / (3 * T)) | 0, H = n_head, D = (C / H) | 0;
@@ -239,18 +276,9 @@ export function attention_forward(qkv, n_head, T, first = 0) {
     for (let t = first; t < T; t++) {
       const row = (h * R + t - first) * T, out = (t - first) * C + h * D;
       for (let d = 0; d < D; d++) qs[d] = q[(h * T + t) * D + d] * scale;
-      for (let s = 0; s <= t; s++) {                                      // scores = (q * scale) @ k^T
-        const krow = (h * T + s) * D;
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += qs[d] * k[krow + d];
-        att[row + s] = dot;
-      }
+      scores(qs, k, h * T * D, t + 1, D, att, row);                      // scores = (q * scale) @ k^T
       softmax_(att, row, t + 1);                                          // the row sums to 1
-      for (let d = 0; d < D; d++) {                                       // y = att @ v, one sum a channel
-        let sum = 0;
-        for (let s = 0; s <= t; s++) sum += att[row + s] * v[(h * T + s) * D + d];
-        y[out + d] = sum;
-      }
+      weighted_sum(att, row, v, h * T * D, t + 1, D, y, out);             // y = att @ v
     }
   }
   return { y, q, k, v, att };
@@ -367,18 +395,9 @@ export function gpt_decode(params, config, token, pos, kv) {
       }
       for (let d = 0; d < D; d++) qs[d] = qkv[head * D + d] * scale;                     // this query, times scale
       const a = new Float64Array(pos + 1);                                                // (pos+1,)
-      for (let s = 0; s <= pos; s++) {                                                    // (q * scale) @ keys^T
-        const krow = keys + s * D;
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += qs[d] * kv[krow + d];
-        a[s] = dot;
-      }
+      scores(qs, kv, keys, pos + 1, D, a, 0);                                             // (q * scale) @ keys^T
       softmax_(a, 0, pos + 1);
-      for (let d = 0; d < D; d++) {                                                       // y = att @ values
-        let sum = 0;
-        for (let s = 0; s <= pos; s++) sum += a[s] * kv[values + s * D + d];
-        y[head * D + d] = sum;
-      }
+      weighted_sum(a, 0, kv, values, pos + 1, D, y, head * D);                            // y = att @ values
       att[l].push(a);
     }
     const a = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);
