@@ -483,7 +483,7 @@ async function playground(d) {
       pending = "";
       if (step.done) break;
       // the bars and strips change ten times a second: faster is a blur to the eye, and drawing them
-      // every frame took a sixth of the kid's time
+      // every frame took time from the writing
       if (performance.now() - shown >= 100) {
         show_step(latest.logits, latest.att);
         shown = performance.now();
