@@ -12,8 +12,9 @@ timed repeats after a warm-up, with the spread (min to max) beside it:
                tokens/s, GFLOP/s, fraction of the peak, and the child's own peak resident memory
                (VmHWM, Linux only), with how far the steps took it above what was resident before
                them; where the CPU has bfloat16, torch_gpt under bf16 autocast (its trainer's default
-               there); and where torch_gpt's Linear runs on oneDNN, torch_gpt in float32 again with
-               torch's own mm instead, to show what oneDNN buys
+               there), and (not with --quick, where compiling would take most of the time) the same
+               step torch.compiled, as --compile trains; and where torch_gpt's Linear runs on oneDNN,
+               torch_gpt in float32 again with torch's own mm instead, to show what oneDNN buys
     sampling   500 new characters from a 6-character prompt, at batch 1 with the KV cache and with a
                full recompute for every character, and 32 samples of 500 drawn as one batch with the
                KV cache (--num-samples 32): characters/s, all samples' characters counted
@@ -107,6 +108,7 @@ def machine():
 
 
 TRAINING_ROWS = {"torch": "torch_gpt, float32", "torch-bf16": "torch_gpt, bf16 autocast",
+                 "torch-bf16-compile": "torch_gpt, bf16 autocast, torch.compile",
                  "torch-mm": "torch_gpt, float32, Linear on torch's mm", "numpy": "numpy_gpt, float32"}
 SAMPLE_BATCH = 32
 
@@ -116,7 +118,8 @@ def run(quick, repeats):
     from torch_gpt.train import cpu_has_bf16
     config = QUICK if quick else GPTConfig()
     batch, bf16 = 32, cpu_has_bf16()
-    backends = ["torch"] + ["torch-bf16"] * bf16 + ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"]
+    backends = (["torch"] + ["torch-bf16"] * bf16 + ["torch-bf16-compile"] * (bf16 and not quick) +
+                ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"])     # compiling: too slow for --quick
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
          "flops_per_step": flops_per_step(config, batch),
          "flops_per_step_causal": flops_per_step(config, batch, causal_only=True)}
@@ -138,7 +141,7 @@ def run(quick, repeats):
         say(f"timing {TRAINING_ROWS[backend]} training steps ...")
         t = training(backend, quick, 3 if quick else repeats)
         med = t["seconds"]["median"]
-        peak = r["peak_bf16_gflops"] if backend == "torch-bf16" else r["peak_gflops"]
+        peak = r["peak_bf16_gflops"] if backend.startswith("torch-bf16") else r["peak_gflops"]
         t.update(ms_per_step=med * 1e3, tokens_per_s=batch * config.block_size / med,
                  gflops=r["flops_per_step"] / med / 1e9, fraction_of_peak=r["flops_per_step"] / med / 1e9 / peak)
         r["train"][backend] = t
@@ -169,7 +172,7 @@ def table(r):
              f"(6 x matmul params x tokens + 12 x L x T x C x tokens, the PaLM/nanoGPT count, which includes "
              f"attention's causally masked half; counting the causal half alone, 6 x L x T x C x tokens, a step is "
              f"{causal / 1e9:.1f} GFLOP and every training GFLOP/s below {1 - causal / full:.0%} lower). "
-             f"\"Of peak\" is of the float32 peak, and for the bf16 row of the bfloat16 peak.", "",
+             f"\"Of peak\" is of the float32 peak, and for the bf16 rows of the bfloat16 peak.", "",
              "| measurement | median | spread (min to max) | GFLOP/s | of peak | peak memory |",
              "|---|---|---|---|---|---|"]
     for name, p in r["peak"].items():

@@ -151,13 +151,20 @@ def sampler(backend, config, use_cache, n_new, batch=1, prompt=(0, 1, 2, 3, 4, 5
     return run
 
 
+BACKENDS = {
+    "numpy": "numpy_gpt in float32",
+    "torch": "torch_gpt in float32",
+    "torch-bf16": "under bfloat16 autocast, as its trainer runs where the CPU has AVX512-BF16 or AMX",
+    "torch-bf16-compile": "the same, torch.compiled (--compile); the warm-up steps include the compilation",
+    "torch-mm": "float32 with every Linear on torch's own matmul (F.linear), not oneDNN",
+    "torch-compile": "float32, torch.compiled"}
+
+
 def parser():
     p = ArgumentParser(prog="python -m benchmarks.loops", description="Time one backend's training step (python -m "
                        "benchmarks runs this in a child process) and print the figures as one line of JSON.")
-    p.add_argument("--backend", choices=["numpy", "torch", "torch-bf16", "torch-mm", "torch-compile"], required=True,
-                   help="torch: torch_gpt in float32; torch-bf16: under bfloat16 autocast, as its trainer runs "
-                        "where the CPU has AVX512-BF16 or AMX; torch-mm: float32 with every Linear on torch's "
-                        "own matmul (F.linear), not oneDNN")
+    p.add_argument("--backend", choices=list(BACKENDS), required=True,
+                   help="; ".join(f"{name}: {what}" for name, what in BACKENDS.items()))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--warmup", type=int, default=3)
@@ -181,8 +188,8 @@ def main(argv=None):
     if args.backend == "numpy":
         step = numpy_train_step(config, args.batch_size)
     else:
-        step = torch_train_step(config, args.batch_size, compile=args.backend == "torch-compile",
-                                bf16=args.backend == "torch-bf16")
+        step = torch_train_step(config, args.batch_size, compile=args.backend.endswith("compile"),
+                                bf16=args.backend.startswith("torch-bf16"))
     before = proc_status_mib()          # after the model, optimizer and batch exist
     reset = before is not None and reset_peak()
     times = time_calls(step, args.warmup, args.repeats)

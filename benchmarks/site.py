@@ -41,8 +41,27 @@ def serve(folder):
     return proc, line.split(" at ")[1].split()[0]
 
 
-def measure(site, repeats, lengths, shots=None):
-    """-> (first paint of each page in ms, {length: [playground characters/s of each run]}, version)"""
+# kid.js's linear_forward, timed in the page on one layer's four weight shapes (c_attn, attn.c_proj, c_fc,
+# mlp.c_proj; (out, in) as torch stores them) with `rows` rows of input: after a warm-up for the JIT,
+# as many rounds as fit in `seconds` -> multiply-adds per second
+PRODUCT_RATE = """async ([rows, C, seconds]) => {
+  const { linear_forward } = await import("./kid.js");
+  const shapes = [[3 * C, C], [C, C], [4 * C, C], [C, 4 * C]];
+  const weights = shapes.map(([o, i]) => Float32Array.from({ length: o * i }, (_, j) => Math.sin(j) / 8));
+  const biases = shapes.map(([o]) => new Float32Array(o));
+  const inputs = shapes.map(([, i]) => Float64Array.from({ length: rows * i }, (_, j) => Math.cos(j)));
+  const layer = () => shapes.forEach(([o], k) => linear_forward(inputs[k], weights[k], biases[k], o));
+  for (const warm = performance.now(); performance.now() - warm < 300; ) layer();
+  let rounds = 0;
+  const start = performance.now();
+  do { layer(); rounds++; } while (performance.now() - start < seconds * 1000);
+  return rounds * rows * 12 * C * C / ((performance.now() - start) / 1000);
+}"""
+
+
+def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
+    """-> (first paint of each page in ms, {length: [playground characters/s of each run]},
+    {rows: kid.js's Linear multiply-adds/s with that many rows, for width n_embd}, version)"""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -77,6 +96,7 @@ def measure(site, repeats, lengths, shots=None):
                     rate = float(page.get_attribute("#play-output", "data-chars-per-second"))
                     if i:
                         rates[length].append(rate)
+            products = {rows: page.evaluate(PRODUCT_RATE, [rows, n_embd, 2.0]) for rows in product_rows}
             if shots is not None:
                 shoot(browser, page, url, site, shots)
             version = browser.version
@@ -84,7 +104,7 @@ def measure(site, repeats, lengths, shots=None):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return paints, rates, version
+    return paints, rates, products, version
 
 
 def shoot(browser, playground, url, site, shots):
@@ -154,6 +174,7 @@ def main(argv=None):
     _, config, _, _ = load_weights(args.checkpoint)  # a bad checkpoint is refused before anything is built
     in_window = config.block_size - len(PROMPT)     # the prompt and these fill one window exactly
     lengths = ([in_window] if 0 < in_window < args.length else []) + [args.length]   # the screenshot: the last
+    keep = max(1, config.block_size * 3 // 4)       # the rows of the prefill that re-primes a slid window
     from peek.__main__ import main as peek_main
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
@@ -161,8 +182,8 @@ def main(argv=None):
         peek_main(["build", "--checkpoint", args.checkpoint, "--out", str(site)])
         sizes = {f.relative_to(site).as_posix(): f.stat().st_size for f in site.rglob("*") if f.is_file()}
         start = time.perf_counter()
-        paints, rates, version = measure(site, args.repeats, lengths,
-                                         Path(args.screenshots) if args.screenshots else None)
+        paints, rates, products, version = measure(site, args.repeats, lengths, config.n_embd, [keep, 1],
+                                                   Path(args.screenshots) if args.screenshots else None)
         print(f"measured in {time.perf_counter() - start:.0f} s with Chromium {version}", file=sys.stderr)
     total = sum(sizes.values())
     print(f"Site built from {args.checkpoint}, served from 127.0.0.1, headless Chromium {version}.\n")
@@ -178,6 +199,13 @@ def main(argv=None):
         print(f"| its arithmetic for {length} characters | {(prefills + decodes) / 1e9:.2f} G multiply-adds, "
               f"{prefills / (prefills + decodes):.0%} of them in {count} prefill(s); "
               f"{rate / 1e9:.2f} G multiply-adds/s at the median |")
+    print(f"| kid.js's Linear alone, in the same tab, on one layer's weights | {products[keep] / 1e9:.2f} G "
+          f"multiply-adds/s with {keep} rows (a prefill), {products[1] / 1e9:.2f} with 1 (a decode) |")
+    for length in rates:
+        prefills, decodes, _ = multiply_adds(config, len(PROMPT), length)
+        bound = length / (prefills / products[keep] + decodes / products[1])
+        print(f"| the playground for {length} characters, were all its multiply-adds that fast and nothing else "
+              f"took time | {bound:,.0f} characters/s |")
     print(f"| the site's total size ({len(sizes)} files) | {total / 1e6:.2f} MB |")
     biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
     print(f"| its largest files | {', '.join(f'{n} {s / 1e6:.2f} MB' for n, s in biggest)} |")

@@ -268,7 +268,7 @@ TABLE = {
         "--json": output_file(new=NOT_RUN),
     }),
     "benchmarks.loops": (["--backend", "numpy", "--quick", "--repeats", "0"], "--repeats", {
-        "--backend": choice("numpy", "torch", "torch-bf16", "torch-mm", "torch-compile"),
+        "--backend": choice("numpy", "torch", "torch-bf16", "torch-bf16-compile", "torch-mm", "torch-compile"),
         "--quick": switch(),
         "--batch-size": count(1, huge=ERROR, huge_says=MEMORY, huge_extra=["--repeats", "1"]),   # past the tripwire
         "--warmup": count(0),

@@ -15,7 +15,8 @@ from numpy_gpt.model import gpt_decode, gpt_prefill, init_params, new_kv_cache
 from numpy_gpt.sampling import generate
 from peek.build import STEPS, page_name
 
-from browser import DESKTOP, PHONE, assert_no_problems, browser, browser_page, problems, screenshot, served, visit  # noqa: F401
+from browser import (DESKTOP, PHONE, assert_no_problems, browser, browser_page, chromium_or_skip, problems,  # noqa: F401
+                     screenshot, served, visit)
 from conftest import ROOT
 from test_numpy_cli import assert_user_error, run
 
@@ -217,3 +218,23 @@ def test_the_playground_stops(browser, site):
         assert 60 < written < 10000 + 6 and "stopped" in page.text_content("#play-status")
         assert page.is_enabled("#play-generate") and not page.is_enabled("#play-stop")
         assert_no_problems(problems(page))
+
+
+def test_the_site_benchmark_runs(site, tmp_path):
+    """python -m benchmarks.site in chromium, on the small kid: its table, every figure measured."""
+    chromium_or_skip()
+    result = run("-m", "benchmarks.site", "--checkpoint", str(site["checkpoint"]), "--repeats", "1", "--length", "40",
+                 "--screenshots", str(tmp_path / "shots"))
+    assert result.returncode == 0, result.stderr
+    rows = dict((cell.strip() for cell in line.strip("|").split(" | ")) for line in result.stdout.splitlines()
+                if line.startswith("| ") and not line.startswith("| measure"))
+    number = r"([0-9][0-9,.]*)"
+    for length, what in ((40, "ROMEO: and on"), (26, "in one window, no slide")):    # block_size 32 - len("ROMEO:")
+        assert re.fullmatch(number + r" characters/s \(min .*\)",
+                            rows[f"playground generation, KV cache, {length} characters ({what}; median of 1)"])
+        assert re.fullmatch(number + " characters/s", rows[f"the playground for {length} characters, were all its "
+                                                           "multiply-adds that fast and nothing else took time"])
+    linear = re.fullmatch(number + " G multiply-adds/s with 24 rows \\(a prefill\\), " + number + " with 1 \\(a decode\\)",
+                          rows["kid.js's Linear alone, in the same tab, on one layer's weights"])
+    assert linear and all(float(g) > 0 for g in linear.groups())
+    assert {f.name for f in (tmp_path / "shots").iterdir()} == {p.replace(".html", ".png") for p in PAGES}

@@ -159,6 +159,13 @@ def test_unknown_device(small_text, tmp_path):
     assert "argument --device: invalid choice: 'tpu'" in result.stderr
 
 
+def test_compile_on_a_cpu_without_a_compiler_says_so(small_text, tmp_path):
+    result = run(*TRAIN, "--data", str(small_text), "--out", str(tmp_path / "o"), *SMALL, "--compile",
+                 env=dict(os.environ, CXX="no-such-c++"))
+    assert_user_error(result, "--compile on a CPU needs a C++ compiler, and no-such-c++ was not found")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_requested_without_a_gpu(small_text, tmp_path):
     result = run("-m", "torch_gpt.train", "--device", "cuda", "--data", str(small_text), "--out", str(tmp_path))

@@ -32,7 +32,9 @@ def parser():
     g = p.add_argument_group("torch")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model; on a CPU it builds C++ kernels, so it needs a C++ compiler (CXX, "
+                        "else g++), and the first step waits a minute or so for them")
     g.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bfloat16 autocast for the products (weights, AdamW and the losses stay float32): auto "
                         "turns it on for --dtype float32 on a CUDA GPU or on a CPU with bfloat16 instructions "
@@ -59,6 +61,17 @@ def use_bf16(choice, device, dtype):
                else "this CPU has neither AVX512-BF16 nor AMX, so torch would emulate bfloat16, slower than float32")
         raise UserError(f"--bf16 on, but {why}; use --bf16 auto or off")
     return able if choice == "auto" else choice == "on"
+
+
+def check_cpu_compiler():
+    """--compile on a CPU: torch.compile writes C++ kernels and builds them with the compiler it finds (CXX,
+    else g++). Without one it would fail at the first step, in a long traceback; this says so at the start."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+    except Exception:
+        raise UserError(f"--compile on a CPU needs a C++ compiler, and {os.environ.get('CXX', 'g++')} was not "
+                        "found; install g++ (or set CXX to a compiler), or train without --compile") from None
 
 
 def pick_device(name, local_rank):
@@ -217,6 +230,8 @@ class TorchBackend:
         self.sync_every = 1 if device.type == "cpu" else 10     # reading the loss waits for a GPU: not every step
         self.threads = torch.get_num_threads() if device.type == "cpu" else None
         self.bf16 = use_bf16(args.bf16, device, args.dtype)
+        if args.compile and device.type == "cpu":
+            check_cpu_compiler()
         self.precision = "bf16 autocast" if self.bf16 else args.dtype
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
