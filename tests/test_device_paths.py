@@ -139,6 +139,18 @@ def test_a_compiled_step_under_cpu_bf16_autocast():
     assert not close(step(model, bf16=False), eager)
 
 
+def test_compile_is_part_of_the_recorded_precision(monkeypatch):
+    """kid.pt records the precision with --compile in it, so that a resume that turns --compile on or off
+    says, as one that changes --bf16 does (tests/test_loop.py), that it rounds otherwise than the run that
+    never stopped."""
+    monkeypatch.setattr(trainer, "check_cpu_compiler", lambda: None)      # whether this machine has one
+    cpu = torch.device("cpu")
+    for flags, precision in ((["--bf16", "off"], "float32"), (["--dtype", "float64"], "float64"),
+                             (["--bf16", "off", "--compile"], "float32 (compiled)")):
+        args = trainer.parser().parse_args(["--device", "cpu", *flags])
+        assert trainer.TorchBackend(args, 0, 1, cpu).precision == precision
+
+
 def test_causal_products_is_scaled_dot_product_attention():
     """causal_products, the attention of a CPU under bf16 autocast, against torch's causal kernel in
     float64: the same outputs and input gradients, to float64 rounding."""

@@ -232,7 +232,9 @@ class TorchBackend:
         self.bf16 = use_bf16(args.bf16, device, args.dtype)
         if args.compile and device.type == "cpu":
             check_cpu_compiler()
-        self.precision = "bf16 autocast" if self.bf16 else args.dtype
+        # recorded in kid.pt: a resume in another precision, or compiled where it was not, says that it rounds
+        # otherwise than the run that never stopped
+        self.precision = ("bf16 autocast" if self.bf16 else args.dtype) + (" (compiled)" if args.compile else "")
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def start(self, data, state):
