@@ -96,7 +96,7 @@ def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
                     rate = float(page.get_attribute("#play-output", "data-chars-per-second"))
                     if i:
                         rates[length].append(rate)
-            products = {rows: page.evaluate(PRODUCT_RATE, [rows, n_embd, 2.0]) for rows in product_rows}
+            products = {rows: page.evaluate(PRODUCT_RATE, [rows, n_embd, 1.0]) for rows in product_rows}
             if shots is not None:
                 shoot(browser, page, url, site, shots)
             version = browser.version

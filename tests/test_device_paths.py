@@ -117,10 +117,11 @@ def test_a_compiled_step_under_cpu_bf16_autocast():
         trainer.check_cpu_compiler()
     except UserError as e:
         pytest.skip(str(e))
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)    # one layer: less to compile
     torch.manual_seed(0)
-    model = GPT(CONFIG)
-    idx = torch.randint(0, CONFIG.vocab_size, (4, CONFIG.block_size))
-    masks = [(torch.rand(4, CONFIG.block_size, CONFIG.n_embd) >= 0.1).float() / 0.9 for _ in range(2 * CONFIG.n_layer)]
+    model = GPT(config)
+    idx = torch.randint(0, config.vocab_size, (4, config.block_size))
+    masks = [(torch.rand(4, config.block_size, config.n_embd) >= 0.1).float() / 0.9 for _ in range(2 * config.n_layer)]
 
     def step(m, bf16=True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
