@@ -6,6 +6,11 @@
                  times it (500 characters from ROMEO:, streamed into the page), median of --repeats;
                  and the same for as many characters as fit in one window (block_size), where the
                  window never slides and every character is one cached step
+    products     the multiply-adds/s of kid.js's own Linear (linear_forward) in the same tab, alone, on
+                 one layer's four weights: with the rows of the prefill that re-primes a slid window,
+                 and with the single row of a decode. They bound the playground: were every
+                 multiply-add of a run that fast, and nothing else took time, it would write that many
+                 characters/s
 
 --screenshots DIR also saves every page, 1280 pixels wide, the playground after its last run.
 
