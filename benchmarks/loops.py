@@ -85,29 +85,33 @@ def numpy_train_step(config, batch_size):
     return lambda: backend.train_step(next(steps), DEFAULTS.lr)
 
 
-def torch_train_step(config, batch_size, compile=False, bf16=False):
+def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"):
     """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, or under bf16
-    autocast, on the CPU): the trainer's own functions draw the batch and the dropout masks, then
-    forward, backward, clipping and AdamW."""
+    autocast, on the CPU or a GPU): the trainer's own functions draw the batch and the dropout masks,
+    then forward, backward, clipping and AdamW. On a GPU, step() returns before the GPU is done."""
     import contextlib
 
     import torch
 
     from torch_gpt.model import GPT
-    from torch_gpt.train import accumulate_gradients, make_optimizer, micro_batches, optimizer_step
-    cpu = torch.device("cpu")
-    model = GPT(config)
-    optimizer = make_optimizer(model, DEFAULTS, cpu)
-    train_model = torch.compile(model) if compile else model
+    from torch_gpt.train import (accumulate_gradients, make_optimizer, micro_batches, optimizer_step,
+                                 repeatable_runs, wrap_model)
+    device = torch.device(device)
+    model = GPT(config).to(device)
+    optimizer = make_optimizer(model, DEFAULTS, device)
+    if device.type == "cuda" or compile:
+        repeatable_runs()                   # as the trainer does: for the rest of this process
+    train_model = wrap_model(model, compile, 1, device)
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
     train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
     steps = iter(range(10 ** 9))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step():
-        batches = micro_batches(train_ids, settings, next(steps), 0, config, cpu, torch.float32)
+        batches = micro_batches(train_ids, settings, next(steps), 0, config, device, torch.float32)
         accumulate_gradients(train_model, batches, autocast, world=1)
         optimizer_step(model, optimizer, DEFAULTS.lr, DEFAULTS.grad_clip)
+    step.model = model                      # for a test that reads the weights it trains
     return step
 
 

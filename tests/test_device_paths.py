@@ -46,7 +46,7 @@ class Args:
     grad_accum, batch_size, seed, dropout = 2, 3, 7, 0.1
 
 
-def test_micro_batches_draw_masks_on_the_device_off_the_cpu(monkeypatch):
+def test_micro_batches_draw_masks_on_the_device_off_the_cpu_in_float32(monkeypatch):
     calls = []
 
     def fake(config, B, T, p, seed, device, dtype):
@@ -60,6 +60,9 @@ def test_micro_batches_draw_masks_on_the_device_off_the_cpu(monkeypatch):
     assert calls == [(3, 8, 0.1, trainer.dropout_seed(7, 5, micro), "meta") for micro in (2, 3)]
     on_cpu = trainer.micro_batches(ids, Args, 5, 1, CONFIG, torch.device("cpu"), torch.float32)
     assert len(calls) == 2 and all(len(m) == 2 * CONFIG.n_layer for _, _, m in on_cpu)   # numpy_gpt's masks
+    float64 = trainer.micro_batches(ids, Args, 5, 1, CONFIG, torch.device("meta"), torch.float64)
+    assert len(calls) == 2              # float64 off the CPU: numpy_gpt's masks too, moved to the device
+    assert all(len(m) == 2 * CONFIG.n_layer and m[0].device.type == "meta" for _, _, m in float64)
 
 
 def test_nccl_barrier_names_the_gpu(monkeypatch):

@@ -278,6 +278,13 @@ TABLE = {
         "--quick": switch(),
         "--repeats": count(1, huge=NOT_RUN),
     }),
+    "benchmarks.gpu": (["--repeats", "0"], "--repeats", {
+        "--batch-size": count(1),
+        "--steps": count(1),
+        "--quick": switch(),
+        "--json": output_file(),
+        "--repeats": count(1, huge=NOT_RUN),
+    }),
     "benchmarks.site": (["--checkpoint", "nowhere.npz"], "checkpoint not found", {
         "--checkpoint": checkpoint(),
         "--repeats": count(1),

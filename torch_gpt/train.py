@@ -153,10 +153,27 @@ def wrap_model(model, compile, world, device):
     """DDP around the model, then torch.compile around that: compiling the DDP-wrapped model lets
     TorchDynamo's DDPOptimizer split the graph at DDP's gradient buckets, so their all-reduces overlap
     the backward (PyTorch's "torch.compile and DDP" notes). The other order compiles one graph whose
-    gradients DDP can only reduce after it."""
+    gradients DDP can only reduce after it.
+
+    Compiled in Inductor's deterministic mode: on a GPU, Inductor otherwise times several versions of a
+    reduction kernel when a process first runs it and keeps the fastest, and versions that sum in other
+    orders round otherwise (see also repeatable_runs)."""
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(model) if compile else model
+    return torch.compile(model, options={"deterministic": True}) if compile else model
+
+
+def repeatable_runs():
+    """On a GPU, or under --compile: PyTorch's deterministic mode, for this process. Without it, steps do
+    not repeat bit for bit: on a GPU cuDNN's attention backward adds with atomics, and so does Inductor's
+    embedding backward, on a GPU or across a CPU's threads, in an order, and so with a rounding, that
+    changes from run to run. Two runs of one command then part in the last bits, further with each
+    step, and a resumed run is not the run that never stopped (tests/test_cuda.py). The mode picks
+    kernels that add in a fixed order, at a price: the kid's default run on an H100 took 107 s with it
+    and 52 without (README, "On a GPU")."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")         # what the mode asks of cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False      # a cost the trainer has no need of
 
 
 def device_dropout_masks(config, B, T, p, seed, device, dtype):
@@ -175,21 +192,22 @@ def micro_batches(train_ids, args, step, rank, config, device, dtype):
 
     Rank r takes micro-batches r*K .. r*K+K-1 (numpy_gpt.data.batch_rng and dropout_seed), so W ranks
     x K micro-batches see exactly the examples and dropout masks that one process with
-    --grad-accum W*K sees. On a CPU the masks come from numpy_gpt.model.dropout_masks: the ones
-    numpy_gpt's trainer draws for the same step; on a GPU, from device_dropout_masks.
+    --grad-accum W*K sees. The masks are numpy_gpt.model.dropout_masks, the ones numpy_gpt's trainer
+    draws for the same step, on a CPU and in float64 anywhere (float64 is for checking: a float64 run on
+    a GPU is numpy_gpt's run); a GPU in float32 draws its own, device_dropout_masks.
     """
     out = []
     for k in range(args.grad_accum):
         micro = rank * args.grad_accum + k
         x, y = get_batch(train_ids, args.batch_size, config.block_size, batch_rng(args.seed, step, micro))
         masks = None
-        if args.dropout > 0 and device.type != "cpu":
+        if args.dropout > 0 and device.type != "cpu" and dtype != torch.float64:
             masks = device_dropout_masks(config, *x.shape, args.dropout, dropout_seed(args.seed, step, micro),
                                          device, dtype)
         elif args.dropout > 0:
             rng = np.random.default_rng(dropout_seed(args.seed, step, micro))
-            masks = [torch.from_numpy(m) for m in dropout_masks(config, *x.shape, args.dropout, rng,
-                                                                 NUMPY_DTYPES[dtype])]
+            masks = [torch.from_numpy(m).to(device) for m in dropout_masks(config, *x.shape, args.dropout, rng,
+                                                                           NUMPY_DTYPES[dtype])]
         out.append((torch.from_numpy(x).to(device, non_blocking=True),
                     torch.from_numpy(y).to(device, non_blocking=True), masks))
     return out
@@ -232,6 +250,8 @@ class TorchBackend:
         self.bf16 = use_bf16(args.bf16, device, args.dtype)
         if args.compile and device.type == "cpu":
             check_cpu_compiler()
+        if device.type == "cuda" or args.compile:
+            repeatable_runs()
         # recorded in kid.pt: a resume in another precision, or compiled where it was not, says that it rounds
         # otherwise than the run that never stopped
         self.precision = ("bf16 autocast" if self.bf16 else args.dtype) + (" (compiled)" if args.compile else "")
