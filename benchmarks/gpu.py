@@ -2,10 +2,11 @@
 
     peak      an n x n x n product (2 n^3 FLOP) in bfloat16 and in float32 (TF32 off, as torch leaves
               it): the GPU's own ceilings, measured
-    training  one step of the kid at each --batch-size (default: the trainers' 32), in float32, under
-              bf16 autocast (the trainer's default on a GPU) and the same torch.compiled (--compile):
-              ms/step, tokens/s, the fraction of the bfloat16 peak (FLOPs counted as python -m
-              benchmarks counts them), and the most GPU memory the steps held
+    training  one step of the kid at each --batch-size (default: the trainers' 32), as the trainer runs
+              it on a GPU, in PyTorch's deterministic mode: in float32, under bf16 autocast (the
+              trainer's default on a GPU) and the same torch.compiled (--compile): ms/step, tokens/s,
+              the fraction of the bfloat16 peak (FLOPs counted as python -m benchmarks counts them),
+              and the most GPU memory the steps held
 
 A step's time is --steps steps run as one block between two synchronizations, as the trainer runs
 them (it reads the loss every 10 steps, and the GPU runs ahead in between); the figure is the median
@@ -21,7 +22,7 @@ from numpy_gpt import GPTConfig
 from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
 from numpy_gpt.config import UserError
 
-from .loops import QUICK, flops_per_step, torch_train_step
+from .loops import QUICK, flops_per_step, time_calls, torch_train_step
 
 VARIANTS = {"float32": {}, "bf16 autocast": {"bf16": True}, "bf16 autocast, compiled": {"bf16": True, "compile": True}}
 
@@ -37,24 +38,17 @@ def parser():
     return p
 
 
-def seconds(fn, sync, repeats):
-    """fn() once to warm up, then repeats timed calls, each ended by sync() -> their seconds"""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return times
+def synced(fn):
+    """fn, then wait for the GPU to finish what it queued: what time_calls times"""
+    import torch
+    return lambda: (fn(), torch.cuda.synchronize())
 
 
 def matmul_peak(n, repeats, dtype):
     """TFLOP/s of an n x n x n product of random matrices on the GPU, the median of repeats"""
     import torch
     a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
-    times = seconds(lambda: a @ b, torch.cuda.synchronize, repeats)
+    times = time_calls(synced(lambda: a @ b), warmup=1, repeats=repeats)
     return 2 * n ** 3 / statistics.median(times) / 1e12
 
 
@@ -67,7 +61,7 @@ def training(config, batch_size, steps, repeats, variant):
     def block():
         for _ in range(steps):
             step()
-    times = [t / steps for t in seconds(block, torch.cuda.synchronize, repeats)]
+    times = [t / steps for t in time_calls(synced(block), warmup=1, repeats=repeats)]
     return {"variant": variant, "batch_size": batch_size, "ms_per_step": statistics.median(times) * 1e3,
             "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
             "tokens_per_s": batch_size * config.block_size / statistics.median(times),
