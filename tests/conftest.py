@@ -65,3 +65,15 @@ def assert_grad_close(analytic, numeric, name=""):
     scale = max(np.abs(numeric).max(), 1e-3)
     err = np.abs(analytic - numeric).max() / scale
     assert err < 1e-6, f"{name}: max error {err:.3e} relative to the gradient's scale {scale:.3e}"
+
+
+@pytest.fixture
+def restore_determinism():
+    """torch_gpt.train.repeatable_runs turns on PyTorch's deterministic mode for the whole process (the
+    trainer does on a GPU and under --compile): a test that calls it in this process undoes it after."""
+    import torch
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.utils.deterministic.fill_uninitialized_memory)
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.utils.deterministic.fill_uninitialized_memory = before[2]

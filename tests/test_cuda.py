@@ -109,16 +109,6 @@ def test_dropout_masks_drawn_on_the_gpu():
     assert set(torch.cat([m.flatten() for m in masks]).unique().tolist()) == {0.0, float(np.float32(1 / (1 - p)))}
 
 
-@pytest.fixture
-def restore_determinism():
-    """repeatable_runs sets PyTorch's deterministic mode for the whole process: undo it after the test."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.utils.deterministic.fill_uninitialized_memory)
-    yield
-    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-    torch.utils.deterministic.fill_uninitialized_memory = before[2]
-
-
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_the_kids_gpu_steps_repeat_bit_for_bit(compiled, restore_determinism):
     """20 steps of the kid at its training shape, as the trainer runs them on a GPU (bf16 autocast, the

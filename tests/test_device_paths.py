@@ -1,6 +1,9 @@
 """The GPU paths of torch_gpt, checked where a CPU can check them: GELU off the CPU, dropout masks drawn on
 the device, nccl's barrier, DDP inside torch.compile, MPS's limits, and a step under bf16 autocast, eager
 and compiled."""
+import os
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -143,7 +146,7 @@ def test_a_compiled_step_under_cpu_bf16_autocast():
     assert not close(step(model, bf16=False), eager)
 
 
-def test_compile_is_part_of_the_recorded_precision(monkeypatch):
+def test_compile_is_part_of_the_recorded_precision(monkeypatch, restore_determinism):
     """kid.pt records the precision with --compile in it, so that a resume that turns --compile on or off
     says, as one that changes --bf16 does (tests/test_loop.py), that it rounds otherwise than the run that
     never stopped."""
@@ -153,6 +156,23 @@ def test_compile_is_part_of_the_recorded_precision(monkeypatch):
                              (["--bf16", "off", "--compile"], "float32 (compiled)")):
         args = trainer.parser().parse_args(["--device", "cpu", *flags])
         assert trainer.TorchBackend(args, 0, 1, cpu).precision == precision
+
+
+def test_deterministic_mode_on_a_gpu_and_under_compile(monkeypatch, restore_determinism):
+    """The trainer turns on PyTorch's deterministic mode on a GPU and under --compile (repeatable_runs;
+    tests/test_cuda.py shows why), and leaves an eager CPU run as it was, already repeatable. Nothing
+    here touches a GPU: the backend's constructor only decides."""
+    monkeypatch.setattr(trainer, "check_cpu_compiler", lambda: None)      # whether this machine has one
+    for device, flags, deterministic in (("cpu", [], False), ("cpu", ["--compile"], True), ("cuda", [], True)):
+        torch.use_deterministic_algorithms(False)
+        args = trainer.parser().parse_args(["--device", device, *flags])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")         # autocast for "cuda" where there is none says so
+            trainer.TorchBackend(args, 0, 1, torch.device(device))
+        assert torch.are_deterministic_algorithms_enabled() is deterministic, (device, flags)
+    # strict: with warn_only, cuDNN's attention backward only warned, and kept adding with atomics
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"              # what the mode asks of cuBLAS
 
 
 def test_causal_products_is_scaled_dot_product_attention():
