@@ -16,7 +16,6 @@ GPU; elsewhere it says so in one line.
 import argparse
 import json
 import statistics
-import time
 
 from numpy_gpt import GPTConfig
 from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
