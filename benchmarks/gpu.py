@@ -61,10 +61,11 @@ def training(config, batch_size, steps, repeats, variant):
         for _ in range(steps):
             step()
     times = [t / steps for t in time_calls(synced(block), warmup=1, repeats=repeats)]
-    return {"variant": variant, "batch_size": batch_size, "ms_per_step": statistics.median(times) * 1e3,
+    median = statistics.median(times)
+    return {"variant": variant, "batch_size": batch_size, "ms_per_step": median * 1e3,
             "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
-            "tokens_per_s": batch_size * config.block_size / statistics.median(times),
-            "tflops": flops_per_step(config, batch_size) / statistics.median(times) / 1e12,
+            "tokens_per_s": batch_size * config.block_size / median,
+            "tflops": flops_per_step(config, batch_size) / median / 1e12,
             "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20}
 
 

@@ -99,8 +99,7 @@ def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"
     device = torch.device(device)
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, DEFAULTS, device)
-    if device.type == "cuda" or compile:
-        repeatable_runs()                   # as the trainer does: for the rest of this process
+    repeatable_runs(device, compile)        # as the trainer does: for the rest of this process
     train_model = wrap_model(model, compile, 1, device)
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
     train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)

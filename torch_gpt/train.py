@@ -163,14 +163,16 @@ def wrap_model(model, compile, world, device):
     return torch.compile(model, options={"deterministic": True}) if compile else model
 
 
-def repeatable_runs():
+def repeatable_runs(device, compile):
     """On a GPU, or under --compile: PyTorch's deterministic mode, for this process. Without it, steps do
     not repeat bit for bit: on a GPU cuDNN's attention backward adds with atomics, and so does Inductor's
     embedding backward, on a GPU or across a CPU's threads, in an order, and so with a rounding, that
     changes from run to run. Two runs of one command then part in the last bits, further with each
     step, and a resumed run is not the run that never stopped (tests/test_cuda.py). The mode picks
     kernels that add in a fixed order, at a price: the kid's default run on an H100 took 107 s with it
-    and 52 without (README, "On a GPU")."""
+    and 52 without (README, "On a GPU"). An eager run on a CPU repeats already, and is left as it is."""
+    if device.type != "cuda" and not compile:
+        return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")         # what the mode asks of cuBLAS
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False      # a cost the trainer has no need of
@@ -250,8 +252,7 @@ class TorchBackend:
         self.bf16 = use_bf16(args.bf16, device, args.dtype)
         if args.compile and device.type == "cpu":
             check_cpu_compiler()
-        if device.type == "cuda" or args.compile:
-            repeatable_runs()
+        repeatable_runs(device, args.compile)
         # recorded in kid.pt: a resume in another precision, or compiled where it was not, says that it rounds
         # otherwise than the run that never stopped
         self.precision = ("bf16 autocast" if self.bf16 else args.dtype) + (" (compiled)" if args.compile else "")
