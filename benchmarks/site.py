@@ -5,12 +5,13 @@
     playground   characters/s of the playground's generation with the KV cache, as the page itself
                  times it (500 characters from ROMEO:, streamed into the page), median of --repeats;
                  and the same for as many characters as fit in one window (block_size), where the
-                 window never slides and every character is one cached step
+                 window never slides and every character is one cached step; and how many of the
+                 windows a Web Worker primed ahead, on the second core (peek/web/ahead.js)
     products     the multiply-adds/s of kid.js's own Linear (linear_forward) in the same tab, alone, on
                  one layer's four weights: with the rows of the prefill that re-primes a slid window,
                  and with the single row of a decode. They bound the playground: were every
                  multiply-add of a run that fast, and nothing else took time, it would write that many
-                 characters/s
+                 characters/s, on one core, or with the worker's share done on another
 
 --screenshots DIR also saves every page, 1280 pixels wide, the playground after its last run.
 
@@ -65,8 +66,9 @@ PRODUCT_RATE = """async ([rows, C, seconds]) => {
 
 
 def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
-    """-> (first paint of each page in ms, {length: [playground characters/s of each run]},
-    {rows: kid.js's Linear multiply-adds/s with that many rows, for width n_embd}, version)"""
+    """-> (first paint of each page in ms, {length: [playground characters/s of each run]}, {length: the
+    set of the runs' "windows primed ahead of windows primed"}, {rows: kid.js's Linear multiply-adds/s
+    with that many rows, for width n_embd}, version)"""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -92,6 +94,7 @@ def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
             page.wait_for_selector("body[data-ready=yes]", timeout=60_000)
             page.fill("#play-prompt", PROMPT)
             rates = {length: [] for length in lengths}
+            windows = {length: set() for length in lengths}     # "primed ahead of primed", of each run
             for i in range(repeats + 1):                         # the first round warms up the JIT
                 for length in lengths:                           # taken in turn, so drift hits both alike
                     page.fill("#play-length", str(length))
@@ -101,6 +104,7 @@ def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
                     rate = float(page.get_attribute("#play-output", "data-chars-per-second"))
                     if i:
                         rates[length].append(rate)
+                        windows[length].add(page.get_attribute("#play-output", "data-windows"))
             products = {rows: page.evaluate(PRODUCT_RATE, [rows, n_embd, 1.0]) for rows in product_rows}
             if shots is not None:
                 shoot(browser, page, url, site, shots)
@@ -109,7 +113,7 @@ def measure(site, repeats, lengths, n_embd, product_rows, shots=None):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return paints, rates, products, version
+    return paints, rates, windows, products, version
 
 
 def shoot(browser, playground, url, site, shots):
@@ -128,36 +132,47 @@ def shoot(browser, playground, url, site, shots):
         page.close()
 
 
+def extend(config, cached, T):
+    """The multiply-adds of kid.js's gpt_extend over positions cached..T-1, on top of a KV cache that
+    holds the first `cached`: a prefill is extend(config, 0, T). A position t (from 0) attending to t + 1
+    keys costs 2 (t + 1) C in attention; a Linear costs its weight's size a row. The last layer runs its
+    queries, MLP and head for position T - 1 only; its other positions need only their keys and values."""
+    L, C, V = config.n_layer, config.n_embd, config.vocab_size
+    layer = 12 * C * C                                  # c_attn 3C^2, c_proj C^2, c_fc and mlp.c_proj 4C^2 each
+    attend = lambda t: 2 * (t + 1) * C                  # noqa: E731  scores and att @ v, over all heads
+    rest = (L - 1) * sum(layer + attend(t) for t in range(cached, T))
+    return rest + (T - cached) * 3 * C * C + (layer - 3 * C * C) + attend(T - 1) + V * C
+
+
 def multiply_adds(config, prompt_len, length):
     """The playground's arithmetic for length characters after a prompt of prompt_len, counted as
-    kid.js does it: -> (multiply-adds in prefills, in one-position decodes, the number of prefills).
+    kid.js does it: -> (multiply-adds in prefills, in one-position decodes, the number of prefills,
+    the multiply-adds of the prefills that the worker takes off the tab).
 
     The schedule is numpy_gpt.sampling.generate's: one prefill of the prompt, then a forward per new
     character (also after the last, as the generator runs to its end), each a decode, or where the
-    character does not fit, a prefill of the window's last 3/4. A position t (from 0) attending to
-    t + 1 keys costs 2 (t + 1) C in attention; a Linear costs its weight's size a row. A prefill runs
-    its last layer's queries, MLP and head for its last position only (kid.js's gpt_forward first).
+    character does not fit, a prefill of the window's last 3/4. The worker (peek/web/ahead.js) primes
+    each slid window's first positions, those known once the window before held keep tokens; the tab
+    then extends the cache by the rest.
     """
-    L, C, V, block = config.n_layer, config.n_embd, config.vocab_size, config.block_size
-    layer = 12 * C * C                                  # c_attn 3C^2, c_proj C^2, c_fc and mlp.c_proj 4C^2 each
-    attend = lambda t: 2 * (t + 1) * C                  # noqa: E731  scores and att @ v, over all heads
-
-    def prefill(T):
-        rest = (L - 1) * (T * layer + sum(attend(t) for t in range(T)))
-        return rest + T * 3 * C * C + (layer - 3 * C * C) + attend(T - 1) + V * C
-
+    block = config.block_size
     keep = max(1, block * 3 // 4)
+    skip = block + 1 - keep                             # the next window starts this far into the current one
     n = prompt_len
     start = max(0, n - block)
-    prefills, decodes, count = prefill(n - start), 0, 1
+    prefills, decodes, count, worker = extend(config, 0, n - start), 0, 1, 0
+    primed_ahead = max(n - start, keep) - skip         # the worker's rows of the first slid window
     for _ in range(length):
         n += 1
         if n - start > block:                           # the window slides: re-prime it
             start = n - keep
-            prefills, count = prefills + prefill(n - start), count + 1
+            prefills, count = prefills + extend(config, 0, keep), count + 1
+            if primed_ahead > 0:                        # else the window is too short for a worker's part
+                worker += extend(config, 0, keep) - extend(config, primed_ahead, keep)
+            primed_ahead = keep - skip
         else:
-            decodes += L * (layer + attend(n - start - 1)) + V * C
-    return prefills, decodes, count
+            decodes += extend(config, n - start - 1, n - start)
+    return prefills, decodes, count, worker
 
 
 def parser():
@@ -187,7 +202,7 @@ def main(argv=None):
         peek_main(["build", "--checkpoint", args.checkpoint, "--out", str(site)])
         sizes = {f.relative_to(site).as_posix(): f.stat().st_size for f in site.rglob("*") if f.is_file()}
         start = time.perf_counter()
-        paints, rates, products, version = measure(site, args.repeats, lengths, config.n_embd, [keep, 1],
+        paints, rates, windows, products, version = measure(site, args.repeats, lengths, config.n_embd, [keep, 1],
                                                    Path(args.screenshots) if args.screenshots else None)
         print(f"measured in {time.perf_counter() - start:.0f} s with Chromium {version}", file=sys.stderr)
     total = sum(sizes.values())
@@ -199,18 +214,23 @@ def main(argv=None):
         print(f"| playground generation, KV cache, {length} characters ({what}; median of {len(runs)}) | "
               f"{statistics.median(runs):,.0f} characters/s (min {min(runs):,.0f}, max {max(runs):,.0f}) |")
     for length, runs in rates.items():
-        prefills, decodes, count = multiply_adds(config, len(PROMPT), length)
+        prefills, decodes, count, worker = multiply_adds(config, len(PROMPT), length)
         rate = (prefills + decodes) / (length / statistics.median(runs))
         print(f"| its arithmetic for {length} characters | {(prefills + decodes) / 1e9:.2f} G multiply-adds, "
               f"{prefills / (prefills + decodes):.0%} of them in {count} prefill(s); "
               f"{rate / 1e9:.2f} G multiply-adds/s at the median |")
+        if count > 1:                                   # the window slid: the worker had a part
+            print(f"| windows primed with the worker's help (peek/web/ahead.js), for {length} characters | "
+                  f"{' / '.join(sorted(windows[length]))} in the runs; the worker's share, in parallel: "
+                  f"{worker / 1e9:.2f} G multiply-adds |")
     print(f"| kid.js's Linear alone, in the same tab, on one layer's weights | {products[keep] / 1e9:.2f} G "
           f"multiply-adds/s with {keep} rows (a prefill), {products[1] / 1e9:.2f} with 1 (a decode) |")
     for length in rates:
-        prefills, decodes, _ = multiply_adds(config, len(PROMPT), length)
-        bound = length / (prefills / products[keep] + decodes / products[1])
+        prefills, decodes, _, worker = multiply_adds(config, len(PROMPT), length)
+        alone = length / (prefills / products[keep] + decodes / products[1])
+        tab = length / ((prefills - worker) / products[keep] + decodes / products[1])
         print(f"| the playground for {length} characters, were all its multiply-adds that fast and nothing else "
-              f"took time | {bound:,.0f} characters/s |")
+              f"took time | {alone:,.0f} characters/s on one core; {tab:,.0f} with the worker's share off the tab |")
     print(f"| the site's total size ({len(sizes)} files) | {total / 1e6:.2f} MB |")
     biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
     print(f"| its largest files | {', '.join(f'{n} {s / 1e6:.2f} MB' for n, s in biggest)} |")

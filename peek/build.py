@@ -2,7 +2,7 @@
 
     site/index.html, site/1-task.html ... site/10-playground.html   the pages
     site/style.css, site/site.js                                     the pages' look and code
-    site/kid.js, site/rng.js                                         the kid in JavaScript
+    site/kid.js, site/ahead.js, site/rng.js                          the kid in JavaScript (ahead.js: its worker)
     site/data/peek.json, weights.json, weights.bin                   the export (peek.export)
     site/data/parity.json                                            parity's summary, when given
 
@@ -23,7 +23,7 @@ from numpy_gpt.config import UserError, open_input
 from .export import load_export, write_export
 
 WEB = Path(__file__).parent / "web"
-ASSETS = ("style.css", "site.js", "kid.js", "rng.js")
+ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js")
 
 STEPS = [
     ("task", "The task"), ("vocabulary", "The vocabulary"), ("embeddings", "Embeddings"),
@@ -261,7 +261,9 @@ python -m peek serve                            # serve it at http://127.0.0.1:8
 def body_playground(d):
     return """<p>The kid runs in this tab, in plain JavaScript, from the weights the other pages use. Nothing
 is sent anywhere. It computes in float64, and with the same prompt, seed and settings it prints the
-same text as <code>python -m numpy_gpt.sample --dtype float64</code> (the command is below).</p>
+same text as <code>python -m numpy_gpt.sample --dtype float64</code> (the command is below). It uses
+two of your cores: while the tab writes, a worker thread reads ahead, so that the kid is ready when
+its window of context slides on.</p>
 <div class="controls">
 <label class="field wide">prompt <textarea id="play-prompt" rows="2" spellcheck="false"></textarea></label>
 <label class="field">temperature <input id="play-temperature" type="number" min="0" max="5" step="0.05" value="0.8"></label>

@@ -139,6 +139,10 @@ def test_the_site_benchmark_counts_the_calls_that_generate_makes():
         else:                                    # the last layer: keys and values for all, the rest for the last
             expected[kind] += sum(position(t, L - 1) + 3 * C * C for t in range(n)) \
                 + position(n - 1, 1) - 3 * C * C + V * C
-    prefills, decodes, count = multiply_adds(config, 3, 30)
+    prefills, decodes, count, worker = multiply_adds(config, 3, 30)
     assert count == sum(kind == "prefill" for kind, _ in calls) > 5              # the prompt's, then slides
     assert (prefills, decodes) == (expected["prefill"], expected["decode"])
+    # peek/web/ahead.js's worker: in each slid window (6 of block_size 8), the keys and values of the
+    # positions known when the window before held 6 tokens, those past its first 8 + 1 - 6 = 3
+    primed = 6 - 3
+    assert worker == (count - 1) * sum(position(t, L - 1) + 3 * C * C for t in range(primed)) > 0

@@ -217,6 +217,17 @@ def test_kv_cache_equals_full_forward(model, n_prefill):
             assert np.abs(np.array(step[l]) - expected).max() < TOL, f"position {t}, layer {l}"
 
 
+def test_a_prefill_split_in_two_equals_one_bit_for_bit(model):
+    """gpt_prefill of a window's first k ids, then gpt_extend of the rest on top of that cache, as the
+    playground does when its worker has primed the first part (peek/web/ahead.js): the same logits, last
+    attention and KV cache as one prefill of the window, to the bit, since every sum runs in the same order."""
+    ids = prompts(model.config, seed=2)[-1]                                     # block_size ids
+    splits = sorted({1, len(ids) // 2, len(ids) - 1} - {0})
+    results = js_results([{"op": "split", "ids": ids, "at": k} for k in splits], model.folder)
+    for k, js in zip(splits, results):
+        assert js["split"] == js["whole"], f"split at {k} of {len(ids)}"
+
+
 # ------------------------------------------------------------------------------------------------
 # sampling and the text
 
@@ -249,32 +260,49 @@ def test_sample_next_equals_numpy_on_ties():
 
 
 def numpy_text(model, prompt, n, seed, rule, use_cache=True):
+    """-> (numpy_gpt's text, how many windows it primed with a prefill)"""
     kv = new_kv_cache(model.params, model.config, 1)
-    prefill = lambda ids: gpt_prefill(model.params, model.config, np.array([ids]), kv)[0]           # noqa: E731
+    prefills = []
+    def prefill(ids):
+        prefills.append(len(ids))
+        return gpt_prefill(model.params, model.config, np.array([ids]), kv)[0]
     decode = lambda token, pos: gpt_decode(model.params, model.config, np.array([token]), pos, kv)[0]   # noqa: E731
     steps = generate(prefill, decode, prompt, n, model.config.block_size, np.random.default_rng(seed),
                      use_cache=use_cache, **rule)
-    return "".join(model.chars[token] for token, _ in steps)
+    return "".join(model.chars[token] for token, _ in steps), len(prefills)
+
+
+def assert_primed_ahead(js, windows):
+    """The page's way (ahead.js) primed every window after the first with the worker's part."""
+    assert windows > 2 and js["windows"] == {"primed": windows, "ahead": windows - 1}
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_text_equals_numpy_past_block_size(tiny, rule):
     """500 characters from the trained tiny model (block_size 16: the window slides about 40 times), for
-    three seeds, short prompts and one longer than block_size, with the cache and once with full recomputes."""
-    cases = [(0, [1, 2, 3], True), (7, list(range(20)), True), (2**40 + 3, [5], True), (0, [1, 2, 3], False)]
+    three seeds, short prompts and one longer than block_size, with the cache, once with full recomputes,
+    and twice the page's way, each next window primed ahead (peek/web/ahead.js)."""
+    cases = [(0, [1, 2, 3], True, False), (7, list(range(20)), True, False), (2**40 + 3, [5], True, False),
+             (0, [1, 2, 3], False, False), (0, [1, 2, 3], True, True), (7, list(range(20)), True, True)]
     results = js_results([{"op": "generate", "prompt": prompt, "n": 500, "seed": str(seed), "use_cache": use_cache,
-                           **RULES[rule]} for seed, prompt, use_cache in cases], tiny.folder)
-    for (seed, prompt, use_cache), js in zip(cases, results):
-        assert js["text"] == numpy_text(tiny, prompt, 500, seed, RULES[rule], use_cache), (seed, use_cache)
+                           "ahead": ahead, **RULES[rule]} for seed, prompt, use_cache, ahead in cases], tiny.folder)
+    for (seed, prompt, use_cache, ahead), js in zip(cases, results):
+        text, windows = numpy_text(tiny, prompt, 500, seed, RULES[rule], use_cache)
+        assert js["text"] == text, (seed, use_cache, ahead)
+        if ahead:
+            assert_primed_ahead(js, windows)
 
 
 def test_text_equals_numpy_in_the_kids_shape(kid_shaped):
     """500 characters in the kid's shape at temperature 0.8, top_k 10 (block_size 128: the window slides
-    about 12 times). The other rules run on the tiny model above, where they cost less."""
+    about 12 times), plainly and the page's way. The other rules run on the tiny model above, where they
+    cost less."""
     prompt = [10, 20, 30, 40]
-    [js] = js_results([{"op": "generate", "prompt": prompt, "n": 500, "seed": "5", **RULES["top_k"]}],
-                      kid_shaped.folder)
-    assert js["text"] == numpy_text(kid_shaped, prompt, 500, 5, RULES["top_k"])
+    plain, ahead = js_results([{"op": "generate", "prompt": prompt, "n": 500, "seed": "5", "ahead": ahead,
+                                **RULES["top_k"]} for ahead in (False, True)], kid_shaped.folder)
+    text, windows = numpy_text(kid_shaped, prompt, 500, 5, RULES["top_k"])
+    assert plain["text"] == ahead["text"] == text
+    assert_primed_ahead(ahead, windows)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -117,18 +117,22 @@ def numpy_sample(checkpoint, prompt, seed, temperature, length, top_k=None, top_
     return result.stdout[:-1]
 
 
-def numpy_last_probs(checkpoint, prompt, seed, length, **rule):
-    """The model's probabilities (softmax of the logits, no rule applied) at the step that drew the last of
-    length characters: what the playground's bars show when it is done."""
+def numpy_last_step(checkpoint, prompt, seed, length, **rule):
+    """-> (the model's probabilities (softmax of the logits, no rule applied) at the step that drew the
+    last of length characters: what the playground's bars show when it is done; how many windows
+    numpy_gpt primed with a prefill on the way)."""
     params, config, chars, _ = load_weights(checkpoint)
     params = {name: p.astype(np.float64) for name, p in params.items()}
     kv = new_kv_cache(params, config, 1)
-    steps = generate(lambda ids: gpt_prefill(params, config, np.array([ids]), kv)[0],
-                     lambda token, pos: gpt_decode(params, config, np.array([token]), pos, kv)[0],
+    prefills = []
+    def prefill(ids):
+        prefills.append(len(ids))
+        return gpt_prefill(params, config, np.array([ids]), kv)[0]
+    steps = generate(prefill, lambda token, pos: gpt_decode(params, config, np.array([token]), pos, kv)[0],
                      [chars.index(c) for c in prompt], length, config.block_size, np.random.default_rng(seed), **rule)
     *_, (_, logits) = steps
     probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
+    return probs / probs.sum(), len(prefills)
 
 
 @pytest.mark.parametrize("prompt, seed, temperature, top_k, top_p", [
@@ -153,9 +157,12 @@ def test_the_playground_writes_what_numpy_gpt_sample_writes(browser, site, promp
         assert page.locator("#play-bars .bar").count() == 10
         assert page.locator("#play-attention .strip").count() == 4
         shown = [float(v) for v in page.locator("#play-bars .bar .value").all_text_contents()]
-        probs = numpy_last_probs(site["checkpoint"], prompt, seed, length, temperature=temperature, top_k=top_k,
-                                 top_p=top_p)
+        probs, windows = numpy_last_step(site["checkpoint"], prompt, seed, length, temperature=temperature,
+                                         top_k=top_k, top_p=top_p)
         assert np.abs(np.array(shown) - np.sort(probs)[::-1][:10]).max() <= 0.0005 + 1e-9   # shown to 3 places
+        # every window after the prompt's was primed with the worker's help (peek/web/ahead.js), and the
+        # text above is still numpy_gpt's
+        assert windows > 2 and page.get_attribute("#play-output", "data-windows") == f"{windows - 1} of {windows}"
         assert "python -m numpy_gpt.sample --dtype float64 --prompt" in page.text_content("#play-command")
         assert_no_problems(problems(page))
 
@@ -231,8 +238,12 @@ def test_the_site_benchmark_runs(site):
     for length, what in ((40, "ROMEO: and on"), (26, "in one window, no slide")):    # block_size 32 - len("ROMEO:")
         assert re.fullmatch(number + r" characters/s \(min .*\)",
                             rows[f"playground generation, KV cache, {length} characters ({what}; median of 1)"])
-        assert re.fullmatch(number + " characters/s", rows[f"the playground for {length} characters, were all its "
-                                                           "multiply-adds that fast and nothing else took time"])
+        assert re.fullmatch(number + " characters/s on one core; " + number + " with the worker's share off the tab",
+                            rows[f"the playground for {length} characters, were all its multiply-adds that fast "
+                                 "and nothing else took time"])
+    _, windows = numpy_last_step(site["checkpoint"], "ROMEO:", 0, 40, temperature=0.8)    # slides past 32
+    assert re.fullmatch(f"{windows - 1} of {windows} in the runs; the worker's share, in parallel: {number} G multiply-adds",
+                        rows["windows primed with the worker's help (peek/web/ahead.js), for 40 characters"])
     linear = re.fullmatch(number + " G multiply-adds/s with 24 rows \\(a prefill\\), " + number + " with 1 \\(a decode\\)",
                           rows["kid.js's Linear alone, in the same tab, on one layer's weights"])
     assert linear and all(float(g) > 0 for g in linear.groups())

@@ -263,22 +263,20 @@ export function split_heads(qkv, i, n_head, T) {
 // qkv (T, 3C), the output of c_attn -> {y (T, C), the heads' outputs side by side; q, k, v (H, T, D);
 // att (H, T, T), the attention probabilities}. Causal: query t attends to keys 0..t, and att is 0 above
 // the diagonal, as softmax makes of numpy_gpt's -inf mask.
-// first > 0 runs only the queries first..T-1 (gpt_forward's last layer, for a KV cache): y is then
-// (T - first, C) and att (H, T - first, T).
-export function attention_forward(qkv, n_head, T, first = 0) {
-  const C = (qkv.length / (3 * T)) | 0, H = n_head, D = (C / H) | 0, R = T - first;
+export function attention_forward(qkv, n_head, T) {
+  const C = (qkv.length / (3 * T)) | 0, H = n_head, D = (C / H) | 0;
   const scale = 1.0 / Math.sqrt(D);
   const q = split_heads(qkv, 0, H, T), k = split_heads(qkv, 1, H, T), v = split_heads(qkv, 2, H, T);   // (H, T, D)
-  const att = new Float64Array(H * R * T);                                // (H, R, T)
-  const y = new Float64Array(R * C);                                      // (R, C), merge_heads(att @ v)
+  const att = new Float64Array(H * T * T);                                // (H, T, T)
+  const y = new Float64Array(T * C);                                      // (T, C), merge_heads(att @ v)
   const qs = new Float64Array(D);                                         // one query, times scale
   for (let h = 0; h < H; h++) {
-    for (let t = first; t < T; t++) {
-      const row = (h * R + t - first) * T, out = (t - first) * C + h * D;
+    for (let t = 0; t < T; t++) {
+      const row = (h * T + t) * T;
       for (let d = 0; d < D; d++) qs[d] = q[(h * T + t) * D + d] * scale;
       scores(qs, k, h * T * D, t + 1, D, att, row);                      // scores = (q * scale) @ k^T
       softmax_(att, row, t + 1);                                          // the row sums to 1
-      weighted_sum(att, row, v, h * T * D, t + 1, D, y, out);             // y = att @ v
+      weighted_sum(att, row, v, h * T * D, t + 1, D, y, t * C + h * D);   // y = att @ v
     }
   }
   return { y, q, k, v, att };
@@ -308,34 +306,31 @@ export function residual_forward(x, fx) {
 
 // ids (T,) ints, T <= block_size -> {logits (T, V), one flat Float64Array; att[l][h] (T, T), the
 // attention probabilities of head h in layer l; k[l], v[l] (H, T, D), each layer's keys and values}
-// first > 0 (gpt_prefill) runs the last layer's attention and MLP, and the head, only for positions
-// first..T-1, as the keys and values of every position are all a KV cache needs of the rest: the
-// last layer's att[L-1][h] is then (T - first, T), and logits (T - first, V).
-export function gpt_forward(params, config, ids, first = 0) {
+export function gpt_forward(params, config, ids) {
   const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
   const T = ids.length;
   const att = [], k = [], v = [];
   let x = embedding_forward(ids, params["wte.weight"], params["wpe.weight"], C);           // (T, C)
   for (let l = 0; l < L; l++) {
-    const p = `h.${l}.`, from = l === L - 1 ? first : 0, R = T - from;                    // R rows go on
+    const p = `h.${l}.`;
     // x = x + attn(ln_1(x))
     let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);      // (T, C)
     const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (T, 3C)
-    const attn = attention_forward(qkv, H, T, from);                                      // y (R, C)
-    const a = linear_forward(attn.y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);    // (R, C)
-    att.push(Array.from({ length: H }, (_, i) => attn.att.subarray(i * R * T, (i + 1) * R * T)));
+    const attn = attention_forward(qkv, H, T);                                            // y (T, C)
+    const a = linear_forward(attn.y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);    // (T, C)
+    att.push(Array.from({ length: H }, (_, i) => attn.att.subarray(i * T * T, (i + 1) * T * T)));
     k.push(attn.k);
     v.push(attn.v);
-    x = residual_forward(x.subarray(from * C), a);                                        // (R, C)
+    x = residual_forward(x, a);
     // x = x + mlp(ln_2(x))
-    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);          // (R, C)
-    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (R, 4C)
-    const g = gelu_forward(f);                                                            // (R, 4C)
-    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);          // (R, C)
+    h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);          // (T, C)
+    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (T, 4C)
+    const g = gelu_forward(f);                                                            // (T, 4C)
+    const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);          // (T, C)
     x = residual_forward(x, m);
   }
-  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (T - first, C)
-  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (T - first, V)
+  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (T, C)
+  const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (T, V)
   return { logits, att, k, v };
 }
 
@@ -355,60 +350,65 @@ function kv_at(config, l, i, h) {
 }
 
 // Run the forward over ids (T,), keep its keys and values in kv -> {logits (V,) of the last position,
-// att[l][h] (T,) that position's attention}. The next new position is T. numpy_gpt's gpt_prefill runs
-// the whole forward; this one skips what only the other positions' logits need (gpt_forward's first),
-// about a fifth of the work of the prefill that every slide of the window costs.
+// att[l][h] (T,) that position's attention}. The next new position is T.
 export function gpt_prefill(params, config, ids, kv) {
-  const { n_layer: L, n_head: H } = config;
-  const T = ids.length, D = (config.n_embd / H) | 0;
-  const { logits, att, k, v } = gpt_forward(params, config, ids, T - 1);                 // logits (1, V)
-  for (let l = 0; l < L; l++)
-    for (let h = 0; h < H; h++) {
-      kv.set(k[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 0, h));     // (T, D)
-      kv.set(v[l].subarray(h * T * D, (h + 1) * T * D), kv_at(config, l, 1, h));
-    }
-  return { logits, att: att.map((heads, l) => heads.map((a) => l === L - 1 ? a : a.slice((T - 1) * T))) };
+  return gpt_extend(params, config, ids, 0, kv);
 }
 
 // token at position pos; kv holds the keys and values of positions < pos -> {logits (V,), att[l][h]
-// (pos+1,)}. The same layers as gpt_forward for T = 1. The one new query attends to every cached
-// position, so there is nothing to mask.
+// (pos+1,)}
 export function gpt_decode(params, config, token, pos, kv) {
+  return gpt_extend(params, config, [token], pos, kv);
+}
+
+// The two above in one: ids (n,) at positions pos0 .. pos0+n-1, where kv holds the keys and values of
+// positions < pos0 -> {logits (V,) of the last position, att[l][h] (pos0+n,) its attention}. The same
+// layers as gpt_forward. Each layer first adds the new positions' keys and values to kv; then each new
+// query attends to every position up to its own, cached or new. The last layer's attention output and
+// MLP, and the head, run for the last position only: of the others, a KV cache needs only the keys and
+// values. A prefill split in two (positions 0..k-1, then k..T-1) gives the same numbers, bit for bit, as
+// one over 0..T-1: every sum runs in the same order.
+export function gpt_extend(params, config, ids, pos0, kv) {
   const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
-  const D = (C / H) | 0, scale = 1.0 / Math.sqrt(D);
+  const n = ids.length, D = (C / H) | 0, scale = 1.0 / Math.sqrt(D);
   const wte = params["wte.weight"], wpe = params["wpe.weight"];
-  const qs = new Float64Array(D);
-  let x = new Float64Array(C);                                                            // (1, C)
-  for (let c = 0; c < C; c++) x[c] = wte[token * C + c] + wpe[pos * C + c];
+  let x = new Float64Array(n * C);                                                        // (n, C)
+  for (let t = 0; t < n; t++)
+    for (let c = 0; c < C; c++) x[t * C + c] = wte[ids[t] * C + c] + wpe[(pos0 + t) * C + c];
   const att = [];
+  const qs = new Float64Array(D), scratch = new Float64Array(pos0 + n);   // one query, times scale; its scores
   for (let l = 0; l < L; l++) {
-    const p = `h.${l}.`;
-    let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);
-    const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (1, 3C)
-    const y = new Float64Array(C);                                                        // (1, C)
+    const p = `h.${l}.`, from = l === L - 1 ? n - 1 : 0, R = n - from;                   // R rows go on
+    let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);      // (n, C)
+    const qkv = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"], 3 * C);   // (n, 3C)
+    const y = new Float64Array(R * C);                                                    // (R, C)
     att.push([]);
     for (let head = 0; head < H; head++) {
       const keys = kv_at(config, l, 0, head), values = kv_at(config, l, 1, head);         // (block_size, D)
-      for (let d = 0; d < D; d++) {                                                       // this position's k, v
-        kv[keys + pos * D + d] = qkv[C + head * D + d];
-        kv[values + pos * D + d] = qkv[2 * C + head * D + d];
+      for (let t = 0; t < n; t++)                                                         // the new k, v
+        for (let d = 0; d < D; d++) {
+          kv[keys + (pos0 + t) * D + d] = qkv[t * 3 * C + C + head * D + d];
+          kv[values + (pos0 + t) * D + d] = qkv[t * 3 * C + 2 * C + head * D + d];
+        }
+      for (let t = from; t < n; t++) {
+        const seen = pos0 + t + 1;                                                        // positions 0..pos0+t
+        const a = t === n - 1 ? new Float64Array(seen) : scratch;                         // (seen,)
+        for (let d = 0; d < D; d++) qs[d] = qkv[t * 3 * C + head * D + d] * scale;       // this query, times scale
+        scores(qs, kv, keys, seen, D, a, 0);                                              // (q * scale) @ keys^T
+        softmax_(a, 0, seen);
+        weighted_sum(a, 0, kv, values, seen, D, y, (t - from) * C + head * D);            // y = att @ values
+        if (t === n - 1) att[l].push(a);
       }
-      for (let d = 0; d < D; d++) qs[d] = qkv[head * D + d] * scale;                     // this query, times scale
-      const a = new Float64Array(pos + 1);                                                // (pos+1,)
-      scores(qs, kv, keys, pos + 1, D, a, 0);                                             // (q * scale) @ keys^T
-      softmax_(a, 0, pos + 1);
-      weighted_sum(a, 0, kv, values, pos + 1, D, y, head * D);                            // y = att @ values
-      att[l].push(a);
     }
-    const a = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);
-    x = residual_forward(x, a);
+    const a = linear_forward(y, params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"], C);         // (R, C)
+    x = residual_forward(x.subarray(from * C), a);                                        // (R, C)
     h = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"]);
-    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (1, 4C)
+    const f = linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"], 4 * C);          // (R, 4C)
     const g = gelu_forward(f);
     const m = linear_forward(g, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"], C);
     x = residual_forward(x, m);
   }
-  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);
+  const h = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"]);              // (1, C)
   const logits = linear_forward(h, params["lm_head.weight"], null, V);                     // (1, V)
   return { logits, att };
 }
@@ -483,6 +483,9 @@ export function kept_tokens(logits, temperature = 1.0, top_k = null, top_p = 1.0
   return { order, cdf: cdf.subarray(0, n) };
 }
 
+// how many tokens a slid window restarts with: the last 3/4 of block_size
+export const window_keep = (block_size) => Math.max(1, Math.floor(block_size * 3 / 4));
+
 // Yield {token, logits it was drawn from (V,), att[l][h] of the position those logits came from} for
 // max_new_tokens new tokens, as numpy_gpt.sampling.generate.
 //
@@ -491,10 +494,10 @@ export function kept_tokens(logits, temperature = 1.0, top_k = null, top_p = 1.0
 // use_cache=false calls prefill on the whole window for every token instead: the full recompute.
 //
 // Past block_size the window slides: when a new token does not fit, the window restarts at the last
-// 3/4 of block_size tokens, re-primed by one prefill, and caching goes on from there.
+// window_keep(block_size) tokens, re-primed by one prefill, and caching goes on from there.
 export function* generate(prefill, decode, prompt_ids, max_new_tokens, block_size, rng,
                           temperature = 1.0, top_k = null, top_p = 1.0, use_cache = true) {
-  const keep = Math.max(1, Math.floor(block_size * 3 / 4));
+  const keep = window_keep(block_size);
   const context = Array.from(prompt_ids);
   let start = Math.max(0, context.length - block_size);   // the window is context[start:]
   let out = prefill(context.slice(start));

@@ -1,6 +1,7 @@
 // The pages' code: draws each step from data/peek.json (peek.export) and runs the kid (kid.js) where a
 // step is live. DOM and charts only; the model and the sampling rule live in kid.js and rng.js.
-import { load_weights, gpt_forward, gpt_prefill, gpt_decode, new_kv_cache, generate, kept_tokens } from "./kid.js";
+import { load_weights, gpt_forward, generate, kept_tokens } from "./kid.js";
+import { Lookahead, cached_run } from "./ahead.js";
 import { default_rng } from "./rng.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -39,12 +40,12 @@ async function fetch_ok(url) {
 }
 
 let kid_promise = null;
-// the kid's weights, loaded once a page needs them: {config, chars, params}
+// the kid's weights, loaded once a page needs them: {config, chars, params, and the files: manifest, buffer}
 function load_kid() {
   kid_promise ??= (async () => {
     const manifest = await (await fetch_ok("data/weights.json")).json();
     const buffer = await (await fetch_ok("data/" + manifest.file)).arrayBuffer();
-    return load_weights(manifest, buffer);
+    return { ...load_weights(manifest, buffer), manifest, buffer };
   })();
   return kid_promise;
 }
@@ -395,11 +396,16 @@ async function behind(d) {
 
 // 10. the playground: the kid writes in this tab
 async function playground(d) {
-  const kid = await load_kid(), { config, chars, params } = kid, V = config.vocab_size;
+  const kid = await load_kid(), { config, chars } = kid, V = config.vocab_size;
   const inputs = Object.fromEntries(["prompt", "temperature", "topk", "topp", "seed", "length"].map((k) => [k, $("play-" + k)]));
   inputs.prompt.value = d.prompt.text;
   inputs.topk.max = V;
-  let running = null;
+  let running = null, ahead = null;
+  try {
+    ahead = new Lookahead(kid.manifest, kid.buffer);   // the second core primes each next window
+  } catch (e) {
+    console.warn(`the playground runs on one core: no worker (${e.message})`);
+  }
   const settings = () => {
     const s = { prompt: inputs.prompt.value, temperature: Number(inputs.temperature.value),
                 top_k: inputs.topk.value === "" ? null : Number(inputs.topk.value), top_p: Number(inputs.topp.value),
@@ -457,13 +463,11 @@ async function playground(d) {
       $("play-status").textContent = "The prompt has " + e.message;
       return;
     }
-    const kv = new_kv_cache(config), rng = default_rng(s.seed);
-    const prefill = (window) => gpt_prefill(params, config, window, kv);
-    const decode = (token, pos) => gpt_decode(params, config, token, pos, kv);
+    const model = cached_run(kid, ahead), rng = default_rng(s.seed);
     const out = $("play-output");
     out.textContent = s.prompt;
     delete out.dataset.done;
-    const stream = generate(prefill, decode, ids, s.length, config.block_size, rng, s.temperature, s.top_k, s.top_p);
+    const stream = generate(model.prefill, model.decode, ids, s.length, config.block_size, rng, s.temperature, s.top_k, s.top_p);
     running = { stop: false };
     const me = running;
     $("play-generate").disabled = true;
@@ -471,8 +475,11 @@ async function playground(d) {
     const start = performance.now();
     let made = 0, pending = "", step = null, latest = null, shown = -Infinity;
     while (!me.stop) {
-      // write for one frame's worth of time (16 ms), then show it and hand the tab back to the browser
-      for (const frame_end = performance.now() + 16; performance.now() < frame_end; ) {
+      // write for two frames' worth of time (33 ms), then show it and hand the tab back to the browser.
+      // Each hand-back costs the tab a render of the page: every 16 ms, that took a quarter of the time
+      for (const frame_end = performance.now() + 33; performance.now() < frame_end; ) {
+        const wait = model.before_next();
+        if (wait) await wait;
         step = stream.next();
         if (step.done) break;
         pending += chars[step.value.token];
@@ -497,6 +504,7 @@ async function playground(d) {
     $("play-status").textContent = `${made} characters in ${seconds.toFixed(2)} s (${Math.round(made / seconds)} characters/s)` +
       (me.stop ? ", stopped" : "");
     out.dataset.charsPerSecond = String(made / seconds);
+    out.dataset.windows = `${model.windows.ahead} of ${model.windows.primed}`;   // primed with the worker's help
     out.dataset.done = me.stop ? "stopped" : "yes";
     $("play-generate").disabled = false;
     $("play-stop").disabled = true;

@@ -14,13 +14,18 @@
 //        prefill ids[:k], then decode ids[k:] one by one; row i is position k-1+i
 //   {"op": "sample", "logits": [[...], ...], "seed", "temperature", "top_k", "top_p"}
 //                                                      -> [sample_next of each row, with one rng]
-//   {"op": "generate", "prompt": [...], "n", "seed", "temperature", "top_k", "top_p", "use_cache"}
-//                                                      -> {"text", "tokens", "seconds"}
+//   {"op": "split", "ids": [...], "at": k}              -> {"whole", "split": each {"logits", "att", "kv"}}:
+//        gpt_prefill(ids) into one cache; gpt_prefill(ids[:k]) then gpt_extend(ids[k:], k) into another
+//   {"op": "generate", "prompt": [...], "n", "seed", "temperature", "top_k", "top_p", "use_cache", "ahead"}
+//                                                      -> {"text", "tokens", "seconds", "windows"}
+//        ahead: the page's way (ahead.js's cached_run), with a stand-in for its worker that primes each
+//        next window at once, in this thread, as the worker does in its own
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { gpt_decode, gpt_forward, gpt_prefill, generate, load_weights, new_kv_cache, pairwise_sum, sample_next }
-  from "../../peek/web/kid.js";
+import { gpt_decode, gpt_extend, gpt_forward, gpt_prefill, generate, load_weights, new_kv_cache, pairwise_sum,
+  sample_next } from "../../peek/web/kid.js";
+import { cached_run } from "../../peek/web/ahead.js";
 import { default_rng } from "../../peek/web/rng.js";
 
 const rows = (flat, n) => Array.from({ length: flat.length / n }, (_, i) => Array.from(flat.subarray(i * n, (i + 1) * n)));
@@ -53,17 +58,32 @@ function run(task, model) {
       const rng = rng_for(task.seed);
       return task.logits.map((l) => sample_next(Float64Array.from(l), rng, task.temperature, task.top_k, task.top_p));
     }
+    case "split": {
+      const one = (kv, out) => ({ logits: Array.from(out.logits), att: out.att.map((h) => h.map((a) => Array.from(a))),
+                                  kv: Array.from(kv) });
+      const whole = new_kv_cache(config), split = new_kv_cache(config);
+      const out = gpt_prefill(params, config, task.ids, whole);
+      gpt_prefill(params, config, task.ids.slice(0, task.at), split);
+      return { whole: one(whole, out), split: one(split, gpt_extend(params, config, task.ids.slice(task.at), task.at, split)) };
+    }
     case "generate": {
       const kv = new_kv_cache(config);
-      const prefill = (ids) => gpt_prefill(params, config, ids, kv);
-      const decode = (token, pos) => gpt_decode(params, config, token, pos, kv);
+      const worker = {                           // Lookahead's prime, done at once
+        prime(ids) {
+          const kv = new_kv_cache(config);
+          gpt_prefill(params, config, ids, kv);
+          return { ids, kv, done: Promise.resolve() };
+        },
+      };
+      const model = task.ahead ? cached_run({ params, config }, worker)
+        : { prefill: (ids) => gpt_prefill(params, config, ids, kv), decode: (token, pos) => gpt_decode(params, config, token, pos, kv) };
       const t0 = performance.now();
       const tokens = [];
-      for (const step of generate(prefill, decode, task.prompt, task.n, config.block_size, rng_for(task.seed),
+      for (const step of generate(model.prefill, model.decode, task.prompt, task.n, config.block_size, rng_for(task.seed),
                                   task.temperature, task.top_k, task.top_p, task.use_cache ?? true))
         tokens.push(step.token);
       const seconds = (performance.now() - t0) / 1000;
-      return { text: tokens.map((t) => chars[t]).join(""), tokens, seconds };
+      return { text: tokens.map((t) => chars[t]).join(""), tokens, seconds, windows: model.windows ?? null };
     }
     default:
       throw new Error(`unknown op ${task.op}`);
