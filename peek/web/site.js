@@ -1,5 +1,6 @@
 // The pages' code: draws each step from data/peek.json (peek.export) and runs the kid (kid.js) where a
-// step is live. DOM and charts only; the model and the sampling rule live in kid.js and rng.js.
+// step is live. DOM and charts only; the model and the sampling rule live in kid.js and rng.js, and the
+// worker that reads ahead for the playground in ahead.js.
 import { load_weights, gpt_forward, generate, kept_tokens } from "./kid.js";
 import { Lookahead, cached_run } from "./ahead.js";
 import { default_rng } from "./rng.js";
@@ -476,7 +477,8 @@ async function playground(d) {
     let made = 0, pending = "", step = null, latest = null, shown = -Infinity;
     while (!me.stop) {
       // write for two frames' worth of time (33 ms), then show it and hand the tab back to the browser.
-      // Each hand-back costs the tab a render of the page: every 16 ms, that took a quarter of the time
+      // Each hand-back costs the tab a render of the page: every 16 ms, that took about a quarter of the
+      // writing's time in the tab
       for (const frame_end = performance.now() + 33; performance.now() < frame_end; ) {
         const wait = model.before_next();
         if (wait) await wait;
