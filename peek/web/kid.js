@@ -376,7 +376,8 @@ export function gpt_extend(params, config, ids, pos0, kv) {
   for (let t = 0; t < n; t++)
     for (let c = 0; c < C; c++) x[t * C + c] = wte[ids[t] * C + c] + wpe[(pos0 + t) * C + c];
   const att = [];
-  const qs = new Float64Array(D), scratch = new Float64Array(pos0 + n);   // one query, times scale; its scores
+  const qs = new Float64Array(D);                                        // one query, times scale
+  const scratch = n > 1 ? new Float64Array(pos0 + n - 1) : null;         // the scores of a query before the last
   for (let l = 0; l < L; l++) {
     const p = `h.${l}.`, from = l === L - 1 ? n - 1 : 0, R = n - from;                   // R rows go on
     let h = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"]);      // (n, C)
