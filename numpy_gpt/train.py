@@ -87,7 +87,11 @@ class NumpyBackend:
         return loss, grads
 
     def evaluate(self, split):
-        return float(np.mean([gpt_forward(self.weights, self.config, x, y)[1] for x, y in self.evals[split]]))
+        """The mean loss over the split's fixed batches, a batch a thread (one BLAS thread each), as the
+        step runs its parts: NumPy's elementwise loops then run on every core."""
+        with self.blas.limit(limits=1, user_api="blas"):
+            losses = list(self.pool.map(lambda xy: gpt_forward(self.weights, self.config, *xy)[1], self.evals[split]))
+        return float(np.mean(losses))
 
     @contextlib.contextmanager
     def sampling(self):

@@ -11,12 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from numpy_gpt.checkpoint import load_state, load_weights, save_state
-from numpy_gpt.loop import Progress
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.loop import Data, Progress
+from numpy_gpt.model import gpt_backward, gpt_forward
+from numpy_gpt.train import NumpyBackend, parser as numpy_parser
 from parity.compare import TRAJECTORY_TOLERANCE, compare
 from torch_gpt.train import cpu_has_bf16
 
@@ -270,6 +274,31 @@ def test_the_eta_counts_training_steps_and_the_evaluations_left():
         progress.evaluated(5.0)              # at 30, 60 and 90
     assert progress.eta(90, now=200.0) == 10 * 2.0 + 1 * 5.0    # 100's evaluation is left
     assert progress.eta(0, now=5.0) != progress.eta(0, now=5.0)  # nothing measured yet: NaN, shown as --:--
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_numpy_gpts_threads_only_reorder_the_sums(threads):
+    """NumpyBackend cuts a micro-batch into one part a thread, and spreads the evaluation batches over
+    the threads. In float64 its loss, gradients and evaluation equal one call on the whole batch, and
+    the plain mean over the batches, to float64 rounding. 3 threads cut 8 rows unevenly (3, 3, 2) and
+    5 batches unevenly, so a part weighted by the wrong share, or a batch counted twice, fails."""
+    backend = NumpyBackend(numpy_parser().parse_args([*SMALL, "--dtype", "float64"]))
+    backend.threads, backend.pool = threads, ThreadPoolExecutor(threads)
+    rng = np.random.default_rng(0)
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    val = [tuple(rng.integers(0, 11, (2, 8, 16))) for _ in range(5)]
+    backend.start(Data(None, config, rng.integers(0, 11, 1000), None, {"val": val}), None)
+    backend.weights = {k: w + 0.1 * rng.standard_normal(w.shape) for k, w in backend.weights.items()}
+
+    x, y = rng.integers(0, 11, (2, 8, 16))
+    loss, grads = backend.forward_backward(x, y, None)
+    _, want_loss, _, cache = gpt_forward(backend.weights, config, x, y)
+    want = gpt_backward(backend.weights, config, cache)
+    assert loss == pytest.approx(want_loss, rel=1e-13)
+    for name, g in want.items():
+        assert np.abs(grads[name] - g).max() <= 1e-12 * np.abs(g).max(), name
+    want_val = np.mean([gpt_forward(backend.weights, config, vx, vy)[1] for vx, vy in val])
+    assert backend.evaluate("val") == pytest.approx(want_val, rel=1e-13)
 
 
 # ------------------------------------------------------------------------------------------------
