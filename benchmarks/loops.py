@@ -168,10 +168,10 @@ def parser():
                        "benchmarks runs this in a child process) and print the figures as one line of JSON.")
     p.add_argument("--backend", choices=list(BACKENDS), required=True,
                    help="; ".join(f"{name}: {what}" for name, what in BACKENDS.items()))
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="a toy model, seconds in all (for CI)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="sequences per step")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (torch.compile builds its kernels there)")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps")
     return p
 
 

@@ -145,23 +145,28 @@ def training_parser(prog, description):
                    help=f"the text each evaluation's sample continues; every character must be in the text "
                         f"(default: {DEFAULT_PROMPT} where the text has its characters, else the first 8 of the "
                         f"text's distinct characters, sorted, that are not white space)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    g.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the weights' and the arithmetic's precision: float32 trains; float64 is for exact checks "
+                        "(parity, the tests), at several times the time")
     g = p.add_argument_group("optimizer: AdamW, linear warmup then cosine decay, global-norm clipping")
     g.add_argument("--lr", type=finite_float, default=3e-3, help="peak learning rate")
     g.add_argument("--min-lr", type=finite_float, default=None,
                    help="final learning rate, at most --lr (default: lr / 100)")
-    g.add_argument("--warmup-steps", type=int, default=100)
+    g.add_argument("--warmup-steps", type=int, default=100,
+                   help="steps of linear warmup from lr / warmup-steps up to --lr, before the cosine decay")
     g.add_argument("--weight-decay", type=finite_float, default=0.1, help="on 2-D weights only")
-    g.add_argument("--beta1", type=finite_float, default=0.9)
-    g.add_argument("--beta2", type=finite_float, default=0.99)
+    g.add_argument("--beta1", type=finite_float, default=0.9,
+                   help="AdamW's decay of its moving mean of the gradient, in [0, 1)")
+    g.add_argument("--beta2", type=finite_float, default=0.99,
+                   help="AdamW's decay of its moving mean of the squared gradient, in [0, 1)")
     g.add_argument("--grad-clip", type=finite_float, default=1.0, help="max global gradient norm; 0 turns it off")
     g.add_argument("--dropout", type=finite_float, default=0.1,
                    help="probability of dropping each entry of a residual branch, in training")
     g = p.add_argument_group("model (defaults: the kid)")
-    g.add_argument("--n-layer", type=int, default=kid.n_layer)
-    g.add_argument("--n-head", type=int, default=kid.n_head)
-    g.add_argument("--n-embd", type=int, default=kid.n_embd)
-    g.add_argument("--block-size", type=int, default=kid.block_size)
+    g.add_argument("--n-layer", type=int, default=kid.n_layer, help="transformer blocks")
+    g.add_argument("--n-head", type=int, default=kid.n_head, help="attention heads per block; must divide --n-embd")
+    g.add_argument("--n-embd", type=int, default=kid.n_embd, help="width of the residual stream (channels)")
+    g.add_argument("--block-size", type=int, default=kid.block_size, help="characters of context")
     return p
 
 
@@ -236,7 +241,9 @@ def sampling_parser(prog, description, default_checkpoint="out/kid.npz"):
     p.add_argument("--top-p", type=finite_float, default=1.0,
                    help="nucleus: keep the most likely characters whose probability adds up to top-p, in (0, 1]")
     p.add_argument("--seed", type=int, default=1337, help=f"seeds the samples (0..{SEED_MAX})")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="samples to write, computed 32 at a time as one batch; each takes the random numbers "
+                        "after the previous one's, so the first is the text of --num-samples 1")
     return p
 
 

@@ -555,6 +555,14 @@ def test_table_covers_every_flag(command):
                                              f"rows without a flag: {sorted(set(TABLE[command][2]) - flags)}")
 
 
+@pytest.mark.parametrize("command", list(TABLE))
+def test_every_flag_says_what_it_does(command):
+    """--help explains every flag, not just its name and default."""
+    p = command_parser(command)
+    bare = sorted(max(a.option_strings, key=len) for a in p._actions if a.option_strings and not a.help)
+    assert not bare, f"{command}: flags with no help text: {bare}"
+
+
 def test_the_runner_runs_commands_as_python_m_does(files):
     """The forked runs print what real `python -m` runs print, with the same exit status."""
     picked = [c for c in CASES if c[0] in ("numpy_gpt.train --lr NaN", "peek serve --port a word",
