@@ -9,9 +9,13 @@
                  trainers draw them on a CPU
     numpy step   numpy_gpt's forward and backward of one batch, as one part on one thread with BLAS on
                  every core, and as the trainer runs it, one part a core (NumpyBackend.forward_backward)
+    numpy eval   numpy_gpt's val loss over --eval-batches' default of batches (50), one batch after
+                 another with BLAS on every core, and as the trainer runs it, a batch a thread
+                 (NumpyBackend.evaluate); an evaluation of the default run is this and 20 train batches
 
-Each figure is the median of --repeats timed calls after one warm-up, in milliseconds. --quick runs
-at toy sizes (CI runs it so the command never rots; it asserts nothing about speed).
+Each figure is the median of --repeats timed calls after one warm-up (of 3 for the evaluations, which
+take seconds each), in milliseconds. --quick runs at toy sizes (CI runs it so the command never rots;
+it asserts nothing about speed).
 """
 import argparse
 import contextlib
@@ -20,7 +24,7 @@ import statistics
 
 import numpy as np
 
-from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
+from numpy_gpt import GPTConfig, gpt_backward, gpt_forward
 from numpy_gpt.cli import ArgumentParser, check_at_least, check_training_args, keep_freed_memory, run_cli, \
     training_parser
 from numpy_gpt.model import dropout_masks
@@ -65,17 +69,22 @@ def gelu(config, B, repeats):
     return out
 
 
-def numpy_step(config, B, repeats):
-    """One batch's forward and backward (no dropout): one part, BLAS on every core; then the trainer's parts."""
+def numpy_backend(config, B, evals=None):
+    """numpy_gpt's trainer backend at batch B, its weights from the default --seed, evals its val batches."""
     from numpy_gpt.loop import Data
     from numpy_gpt.train import NumpyBackend
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": B, "grad_accum": 1})
     backend = NumpyBackend(settings)
     with contextlib.redirect_stdout(io.StringIO()):     # its line about the model, not this table's
-        backend.start(Data(None, config, None, None, {}), None)
-    params = init_params(config, seed=0)
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, config.vocab_size, (2, B, config.block_size))
+        backend.start(Data(None, config, None, None, {"val": evals}), None)
+    return backend
+
+
+def numpy_step(config, B, repeats):
+    """One batch's forward and backward (no dropout): one part, BLAS on every core; then the trainer's parts."""
+    backend = numpy_backend(config, B)
+    params = backend.params()
+    x, y = np.random.default_rng(0).integers(0, config.vocab_size, (2, B, config.block_size))
 
     def one_part():
         gpt_backward(params, config, gpt_forward(params, config, x, y)[3])
@@ -83,16 +92,30 @@ def numpy_step(config, B, repeats):
             f"{backend.threads} parts, one a thread": median_ms(lambda: backend.forward_backward(x, y, None), repeats)}
 
 
+def numpy_eval(config, B, n_batches, repeats):
+    """The val loss over n_batches: one batch after another, BLAS on every core; then the trainer's way."""
+    rng = np.random.default_rng(0)
+    evals = [tuple(rng.integers(0, config.vocab_size, (2, B, config.block_size))) for _ in range(n_batches)]
+    backend = numpy_backend(config, B, evals)
+    params = backend.params()
+
+    def in_turn():
+        return np.mean([gpt_forward(params, config, x, y)[1] for x, y in evals])
+    return {"one batch after another": median_ms(in_turn, repeats),
+            f"a batch a thread, on {backend.threads}": median_ms(lambda: backend.evaluate("val"), repeats)}
+
+
 def run(quick, repeats):
     import torch
-    config, B = (QUICK, 4) if quick else (GPTConfig(), DEFAULTS.batch_size)
+    config, B, n_eval = (QUICK, 4, 2) if quick else (GPTConfig(), DEFAULTS.batch_size, DEFAULTS.eval_batches)
     rng = np.random.default_rng(0)
     return {"config": config.to_dict(), "batch_size": B, "torch_threads": torch.get_num_threads(),
             "attention, one layer, bf16 autocast": attention(config, B, repeats),
             "GELU, one layer": gelu(config, B, repeats),
             "dropout masks, one step": {"numpy_gpt.model.dropout_masks": median_ms(
                 lambda: dropout_masks(config, B, config.block_size, DEFAULTS.dropout, rng), repeats)},
-            "numpy_gpt forward and backward, one batch": numpy_step(config, B, repeats)}
+            "numpy_gpt forward and backward, one batch": numpy_step(config, B, repeats),
+            f"numpy_gpt val loss, {n_eval} batches": numpy_eval(config, B, n_eval, min(repeats, 3))}
 
 
 def table(r):

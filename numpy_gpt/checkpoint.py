@@ -28,18 +28,23 @@ def atomic_write(path, write):
     and then renamed over path, which the operating system does in one step.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):              # name the file the user knows, not the temporary one
+            what = "it is a folder" if path.is_dir() else e.strerror or str(e)
+            raise UserError(f"cannot write {path} ({what}); free or choose a place where it can be written "
+                            f"(a folder you may write to, with room)") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)   # make the rename itself durable
     try:
@@ -69,10 +74,17 @@ def read_npz(path, read, what, hint, damaged, fix):
     with `what` and `hint`; one np.load cannot read (truncated, pickled objects) says `damaged`, then `fix`."""
     path = Path(path)
     try:
-        with open_input(path, what, hint) as f, np.load(f, allow_pickle=False) as z:
-            return read(path, z)
+        with open_input(path, what, hint) as f:
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):     # a bare .npy array
+                raise UserError(f"{path} is {damaged} (it is one NumPy array, not an .npz archive); {fix}")
+            with z:
+                return read(path, z)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as e:
-        raise UserError(f"{path} is {damaged} ({type(e).__name__}: {e}); {fix}") from None
+        # NumPy's own words here suggest loading the file with pickle, which tiny-llm never does
+        why = "it holds pickled Python objects, or is no NumPy file at all" if "pickle" in str(e) else \
+            f"{type(e).__name__}: {e}"
+        raise UserError(f"{path} is {damaged} ({why}); {fix}") from None
 
 
 def load_weights(path):
@@ -82,9 +94,29 @@ def load_weights(path):
                     "retrain it or pick another checkpoint")
 
 
+def load_params(path):
+    """-> (params, config, chars) from a weights file or a training state (OUT/kid.pt), whichever path
+    holds: what the samplers need. Every problem is a UserError naming the file."""
+    def read(path, z):
+        if _format(z) == STATE_FORMAT:
+            state = _read_state(path, z)
+            return state["params"], state["config"], state["vocab"]
+        return _read_weights(path, z)[:3]
+    return read_npz(path, read, "checkpoint", "train one with `python -m torch_gpt.train` or pass --checkpoint "
+                    "PATH", "truncated or not a tiny-llm weights file or training state",
+                    "retrain it or pick another checkpoint")
+
+
+def _format(z):
+    return str(z["__format__"]) if "__format__" in z.files else None
+
+
 def _read_weights(path, z):
     files = set(z.files)
-    if "__format__" not in files or str(z["__format__"]) != FORMAT:
+    if _format(z) == STATE_FORMAT:
+        raise UserError(f"{path} is a training state (kid.pt, which --resume reads), not a weights file; pass "
+                        f"the kid.npz beside it, or a snapshot from its checkpoints/ folder")
+    if _format(z) != FORMAT:
         raise UserError(f"{path} is not a tiny-llm weights file (its __format__ entry is missing or "
                         f"not {FORMAT!r})")
     missing_extra = [k for k in EXTRA_KEYS if k not in files]
@@ -164,7 +196,8 @@ def save_state(path, state):
 def load_state(path):
     """-> the state save_state wrote, with config a GPTConfig. Every problem is a UserError naming it."""
     return read_npz(path, _read_state, "training state", "pass a run's OUT/kid.pt",
-                    "truncated, damaged or not a kid.pt training state", "it was not loaded")
+                    "truncated, damaged or not a kid.pt training state",
+                    "it was not loaded; resume from an intact copy, or start anew with another --out")
 
 
 def _read_state(path, z):
@@ -173,7 +206,10 @@ def _read_state(path, z):
         raise UserError(f"{path} is a kid.pt from tiny-llm before version 2 (a torch.save file), which this "
                         f"version does not unpickle; finish that run with the older version, or start anew "
                         f"from its weights (OUT/kid.npz or OUT/checkpoints/)")
-    if "__format__" not in files or str(z["__format__"]) != STATE_FORMAT:
+    if _format(z) == FORMAT:
+        raise UserError(f"{path} is a weights file (kid.npz or a snapshot), not a training state; --resume "
+                        f"continues a run from the kid.pt in its --out folder")
+    if _format(z) != STATE_FORMAT:
         raise UserError(f"{path} is not a kid.pt training state (its __format__ entry is missing or not "
                         f"{STATE_FORMAT!r})")
     meta = json.loads(str(z["__meta__"]))

@@ -3,6 +3,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .config import GPTConfig, UserError, open_input
@@ -89,17 +90,27 @@ def check_output(path, flag, folder):
         parent = parent.parent
     if not os.path.isdir(parent):
         raise UserError(f"{flag} {path}: {parent} is a file, so nothing can be written inside it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+    try:                                         # the one sure test: make something there, then remove it
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".tiny-llm-check."))
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write in {parent} ({e.strerror}); pass a place you may write to") \
+            from None
+
+
+def machine_memory():
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_memory(n_layer, n_embd, block_size, batch_size, n_batches, itemsize, fix):
     """Refuse, before anything is allocated, sizes whose weights and token batches alone exceed this
     machine's memory. A lower bound: the embedding, the head, activations, gradients and AdamW's state
     come on top, so settings that pass may still not fit, but none that fit is refused."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):        # no such figure on this system
+    total = machine_memory()
+    if total is None:
         return
     weights = (12 * n_layer * n_embd ** 2 + block_size * n_embd) * itemsize   # the blocks' matmuls and wpe
     batches = n_batches * batch_size * (block_size + 1) * 8                   # int64 token windows
@@ -260,6 +271,10 @@ def check_sampling_args(args):
         raise UserError(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
+    need = 16 * min(SAMPLE_BATCH, args.num_samples) * args.max_new_tokens    # a batch's text and random numbers
+    if machine_memory() is not None and need > machine_memory():
+        raise UserError(f"--max-new-tokens {args.max_new_tokens} needs {need / 2 ** 30:.3g} GiB for the text "
+                        f"alone, more than this machine's memory; ask for fewer characters")
     check_seed(args.seed)
     if args.prompt is not None and args.prompt_file is not None:
         raise UserError("give --prompt or --prompt-file, not both")

@@ -61,10 +61,13 @@ def load_text(path=None):
         with open_input(path, "data file", "pass --data with an existing UTF-8 text file") as f:
             data = f.read()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); "
                         f"convert it to UTF-8 or pick another --data file") from None
+    if not text:
+        raise UserError(f"{path} is empty; pass --data a text file with text in it")
+    return text
 
 
 class CharTokenizer:

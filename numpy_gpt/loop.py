@@ -72,13 +72,14 @@ def check_run(args):
 
 def check_resume(state, config, tokenizer, args, path):
     """A resumed run must be the same run: same model, vocabulary and trajectory settings."""
+    if state["vocab"] != tokenizer.chars:       # before the config, whose vocab_size no flag sets
+        raise UserError(f"{path} was trained on a text with another vocabulary ({len(state['vocab'])} characters; "
+                        f"this --data has {len(tokenizer.chars)}); pass the same --data")
     if state["config"] != config:
         diff = [f"{k}={v} (flags say {getattr(config, k)})" for k, v in state["config"].to_dict().items()
                 if getattr(config, k) != v]
         raise UserError(f"{path} was trained with {', '.join(diff)}; pass the same flags to resume it, "
                         f"or a new --out to start another run")
-    if state["vocab"] != tokenizer.chars:
-        raise UserError(f"{path} was trained on a text with another vocabulary; pass the same --data")
     diff = [f"{state['settings'][k]} micro-batches per step (processes x --grad-accum; now {args.micro_batches})"
             if k == "micro_batches" else f"--{k.replace('_', '-')} {state['settings'][k]} (flags say {getattr(args, k)})"
             for k in TRAJECTORY_FLAGS if state["settings"].get(k) != getattr(args, k)]

@@ -1,8 +1,9 @@
-"""python -m numpy_gpt.report: a training run's figures, as markdown, from its log.jsonl.
+"""python -m numpy_gpt.report, and python -m torch_gpt.report, the same command: a training run's
+figures, as markdown, from its log.jsonl.
 
 Either trainer's run: both write the same log (numpy_gpt.loop). The README's training sections are
 this command's output for the default runs: the losses and the sample (from ROMEO:) at every
-evaluation, the final val loss and the wall time. python -m torch_gpt.report is the same command.
+evaluation, the final val loss and the wall time.
 """
 import argparse
 import json
@@ -32,6 +33,11 @@ def load_log(out):
         if not isinstance(e, dict) or not all(isinstance(e.get(k), (int, float)) for k in FIELDS):
             raise UserError(f"{path} line {n} lacks a number for one of {', '.join(FIELDS)}; "
                             f"is it a training log.jsonl?")
+        if e["elapsed_s"] < 0 or not isinstance(e.get("eval_s", 0), (int, float)) or e.get("eval_s", 0) < 0:
+            raise UserError(f"{path} line {n} has a negative or non-numeric time (elapsed_s, eval_s); "
+                            f"is it a training log.jsonl?")
+        if not isinstance(e.get("sample", ""), str):
+            raise UserError(f"{path} line {n} has a sample that is not text; is it a training log.jsonl?")
     return log
 
 
@@ -40,7 +46,7 @@ def report(log):
     lines = [f"Final (step {last['step']}): train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
              f"{last['elapsed_s'] / 60:.1f} minutes of wall time, evaluations included.", "",
              "| step | train loss | val loss | minutes |", "|---:|---:|---:|---:|"]
-    if all(isinstance(e.get("eval_s"), (int, float)) for e in log):      # logs before eval_s lack it
+    if all("eval_s" in e for e in log) and last["elapsed_s"] > 0:      # logs before eval_s lack it
         spent = sum(e["eval_s"] for e in log)
         lines[1:1] = ["", f"Evaluations (their losses, samples and snapshots): {spent:.0f} s of the "
                           f"{last['elapsed_s']:.0f} s, {spent / last['elapsed_s']:.1%}."]
@@ -53,8 +59,7 @@ def report(log):
 
 
 def parser(prog="python -m numpy_gpt.report"):
-    p = ArgumentParser(prog=prog, description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out", help="the run's folder (the trainer's --out)")
     return p
 

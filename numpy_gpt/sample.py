@@ -1,10 +1,10 @@
-"""python -m numpy_gpt.sample: write text with the kid from a weights file, in NumPy alone.
+"""python -m numpy_gpt.sample: write text with the kid from kid.npz or kid.pt, in NumPy alone.
 
 The KV cache makes each new character cost one position's forward (numpy_gpt.model.gpt_decode).
 """
 import numpy as np
 
-from .checkpoint import load_weights
+from .checkpoint import load_params
 from .cli import check_sampling_args, run_cli, sampling_parser, stream_samples
 from .data import CharTokenizer
 from .model import gpt_decode, gpt_prefill, new_kv_cache
@@ -22,12 +22,13 @@ def one_blas_thread():
 
 
 def parser():
-    return sampling_parser("python -m numpy_gpt.sample", "Sample text from a trained kid with numpy_gpt.")
+    return sampling_parser("python -m numpy_gpt.sample", "Sample text from a trained kid with numpy_gpt "
+                           "(reads kid.npz, or the training state kid.pt).")
 
 
 def main(argv=None):
     args = check_sampling_args(parser().parse_args(argv))
-    params, config, chars, _ = load_weights(args.checkpoint)
+    params, config, chars = load_params(args.checkpoint)
     params = {name: p.astype(args.dtype) for name, p in params.items()}
 
     def sampler(n):

@@ -60,8 +60,11 @@ def load_text_for(args, chars):
     if args.data is not None:
         text = load_text(args.data)
         if set(text) != set(chars):
-            raise UserError(f"{args.data} has other characters than the checkpoint's vocabulary; "
-                            f"pass the text the kid was trained on, or leave --data out")
+            extra, lacking = sorted(set(text) - set(chars)), sorted(set(chars) - set(text))
+            what = (f"has characters the kid's vocabulary lacks ({''.join(extra[:10])!r})" if extra else
+                    f"lacks characters of the kid's vocabulary ({''.join(lacking[:10])!r})")
+            raise UserError(f"{args.data} {what}, so it is not the text the kid was trained on; "
+                            f"pass that text, or leave --data out")
         return text, Path(args.data).name
     if DEFAULT_CORPUS.is_file():
         text = DEFAULT_CORPUS.read_text(encoding="utf-8", errors="replace")
@@ -104,7 +107,7 @@ def main(argv=None):
         if parity is None and (Path(args.checkpoint).parent / "parity.json").is_file():
             parity = Path(args.checkpoint).parent / "parity.json"
         if parity is not None:
-            read_parity(parity)                     # a bad summary is refused before the export is made
+            read_parity(parity, args.checkpoint)    # a bad summary is refused before the export is made
         pages = build_site(args.out, args.export if args.export else export_data(args), parity)
         size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
         print(f"built {len(pages)} pages into {args.out}/ ({size / 1e6:.1f} MB); "

@@ -20,7 +20,7 @@ from numpy_gpt import layers, model
 from numpy_gpt.checkpoint import atomic_write
 from numpy_gpt.config import UserError, open_input
 
-from .export import load_export, write_export
+from .export import load_export, staged, write_export
 
 WEB = Path(__file__).parent / "web"
 ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js")
@@ -42,8 +42,18 @@ def build_site(out, export=None, parity=None):
 
     export: a folder written by peek.export, or a (data, params, config, chars) tuple to write into
     out/data. parity: a parity --json summary, or None.
+
+    The site is written whole into a hidden folder inside out first, then each file is moved into
+    place, once every place has been found writable: a build that fails leaves the old site as it was.
     """
     out = Path(out)
+    with staged(out, remove=[] if parity is not None else [Path("data") / "parity.json"]) as stage:
+        pages = write_site(stage, export, parity)
+    return [out / page.name for page in pages]
+
+
+def write_site(out, export, parity):
+    """build_site's files, written into the empty folder out -> the pages' paths."""
     if isinstance(export, tuple):
         write_export(out / "data", *export)
     else:
@@ -55,8 +65,6 @@ def build_site(out, export=None, parity=None):
     if parity is not None:
         summary = read_parity(parity)
         atomic_write(out / "data" / "parity.json", lambda f: f.write(json.dumps(summary).encode()))
-    elif (out / "data" / "parity.json").exists():
-        (out / "data" / "parity.json").unlink()
     for name in ASSETS:
         shutil.copyfile(WEB / name, out / name)
     pages = [("index.html", index_page(data))]
@@ -67,15 +75,16 @@ def build_site(out, export=None, parity=None):
     return [out / name for name, _ in pages]
 
 
-def read_parity(path):
-    with open_input(path, "parity summary", f"write it with `python -m parity --checkpoint out/kid.npz --json "
-                                            f"{path}`, or leave --parity out") as f:
+def read_parity(path, checkpoint="out/kid.npz"):
+    """A parity --json summary, checked -> its dict. checkpoint: the kid the hint tells parity to load."""
+    fix = f"write it with `python -m parity --checkpoint {checkpoint} --json {path}`, or leave --parity out"
+    with open_input(path, "parity summary", fix) as f:
         data = f.read()
     try:
         summary = json.loads(data)
         [(s["section"], s["tensors"], s["worst"], float(s["max_rel"]), float(s["tol"])) for s in summary["sections"]]
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a parity --json summary ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path} is not a parity --json summary ({type(e).__name__}: {e}); {fix}") from None
     return summary
 
 

@@ -33,7 +33,11 @@ H n_head, T a prompt's length, k the neighbours and top guesses kept (5):
 Every number is a plain JSON number; nothing is pickled. load_export() checks all of it, and the
 weights against their checksums, and names the first thing that is wrong.
 """
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +97,42 @@ def passage_of(text, block_size):
 
 
 def write_export(folder, data, params, config, chars):
-    """peek.json, weights.json and weights.bin into folder, each written atomically."""
-    folder = Path(folder)
-    write_weights(folder, params, config, chars)
-    atomic_write(folder / "peek.json", lambda f: f.write(json.dumps(data, separators=(",", ":")).encode()))
+    """peek.json, weights.json and weights.bin into folder, all three or none (staged)."""
+    with staged(Path(folder)) as stage:
+        write_weights(stage, params, config, chars)
+        atomic_write(stage / "peek.json", lambda f: f.write(json.dumps(data, separators=(",", ":")).encode()))
+
+
+@contextlib.contextmanager
+def staged(out, remove=()):
+    """-> a hidden, empty folder inside out to write files into. On leaving, each file moves to the same
+    place under out, and out's files in remove (relative paths) are deleted, once every place is known
+    to take a file: a write that fails leaves out as it was. On an error, nothing moves."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staged.", suffix=".tmp"))
+    try:
+        yield stage
+        files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        for rel in files:
+            target, folder = out / rel, (out / rel).parent
+            while not folder.exists():
+                folder = folder.parent
+            if target.is_dir() or not folder.is_dir():
+                clash = target if target.is_dir() else folder
+                raise UserError(f"cannot write {target}: {clash} is a {'folder' if clash.is_dir() else 'file'} "
+                                f"in the way; move it, or pass another --out")
+            try:
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as e:
+                raise UserError(f"cannot write into {folder} ({e.strerror}); pass an --out you may write to") \
+                    from None
+        for rel in files:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, out / rel)
+        for rel in remove:
+            (out / rel).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,6 +143,9 @@ def load_export(folder):
     """-> (peek.json's dict, float32 params). Any problem is one UserError that names it."""
     folder = Path(folder)
     path = folder / "peek.json"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not an export folder; pass the folder that `python -m peek export "
+                        f"--out FOLDER` wrote")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

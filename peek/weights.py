@@ -62,6 +62,10 @@ def read_weights(folder):
         raise UserError(f"{manifest_path} lacks or misshapes {e}; run `python -m peek export` again") from None
     if not isinstance(chars, str) or len(chars) != config.vocab_size:
         raise UserError(f"{manifest_path}: the vocabulary is not a string of vocab_size={config.vocab_size} characters")
+    if not isinstance(file_name, str) or file_name in ("", ".", "..") or Path(file_name).name != file_name \
+            or "\\" in file_name:
+        raise UserError(f"{manifest_path}: its file must name a file beside it (weights.bin), got "
+                        f"{file_name!r}; run `python -m peek export` again")
     bin_path = folder / file_name
     try:
         data = bin_path.read_bytes()

@@ -39,18 +39,24 @@ def small_text(tmp_path):
 
 def numeric_grad(f, x, h=1e-5):
     """Centered finite differences of the scalar f() with respect to every element of x (changed in
-    place and restored). Truncation error O(h^2 f'''), rounding error O(eps |f| / h): about 1e-10
-    for h = 1e-5 in float64."""
+    place and restored), fourth order: (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h.
+
+    Truncation error O(h^4) times f's fifth derivative, rounding error O(eps |f| / h): about 1e-10
+    for h = 1e-5 in float64. The second-order form, (f(x+h) - f(x-h)) / 2h, errs by O(h^2) times the
+    third derivative, which is not always small: LayerNorm over a row whose channels nearly agree
+    (variance near eps) curves so sharply that it missed a correct gradient by 1e-6 of its scale
+    (test_layers.test_layernorm's first example).
+    """
     grad = np.zeros_like(x)
     flat, gflat = x.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
+        f_at = []
+        for k in (-2, -1, 1, 2):
+            flat[i] = old + k * h
+            f_at.append(f())
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
+        gflat[i] = (f_at[0] - 8 * f_at[1] + 8 * f_at[2] - f_at[3]) / (12 * h)
     return grad
 
 

@@ -111,8 +111,10 @@ def test_parts_runs_every_comparison_the_readme_cites():
                         ["| GELU, one layer", "TanhGELU, bfloat16"], ["| GELU, one layer", "F.gelu, bfloat16"],
                         ["| dropout masks, one step", "numpy_gpt.model.dropout_masks"],
                         ["| numpy_gpt forward and backward, one batch", "one part"],
-                        ["| numpy_gpt forward and backward, one batch", rows[-1][1]]]
-    assert rows[-1][1].endswith("parts, one a thread")
+                        ["| numpy_gpt forward and backward, one batch", rows[-3][1]],
+                        ["| numpy_gpt val loss, 2 batches", "one batch after another"],
+                        ["| numpy_gpt val loss, 2 batches", rows[-1][1]]]
+    assert rows[-3][1].endswith("parts, one a thread") and rows[-1][1].startswith("a batch a thread, on ")
     assert all(float(line.rsplit("|", 2)[1]) > 0 for line in result.stdout.splitlines()[4:])
 
 

@@ -67,6 +67,38 @@ def test_not_an_npz(tmp_path):
         load_weights(junk)
 
 
+def test_text_and_bare_npy_files_are_named_for_what_they_are_not(tmp_path):
+    """NumPy's own message for a text file advises unpickling it; ours must not pass that on."""
+    text, array = tmp_path / "notes.npz", tmp_path / "array.npy"
+    text.write_text("hello, not an archive\n")
+    np.save(array, np.zeros(3))
+    with pytest.raises(UserError) as e:
+        load_weights(text)
+    assert "no NumPy file at all" in str(e.value) and "allow_pickle" not in str(e.value)
+    assert "pickle.load" not in str(e.value)
+    with pytest.raises(UserError, match=r"array.npy is .*\(it is one NumPy array, not an .npz archive"):
+        load_weights(array)
+
+
+def test_a_training_state_and_a_weights_file_are_told_apart(saved, tmp_path):
+    """kid.pt where weights belong, and weights where kid.pt belongs, each say which file to pass; the
+    samplers read either (load_params)."""
+    from numpy_gpt.checkpoint import load_params, load_state, save_state
+    params, config, chars, _ = load_weights(saved)
+    state = tmp_path / "kid.pt"
+    save_state(state, {"params": params, "m": params, "v": params, "step": 3, "adam_step": 3,
+                       "config": config.to_dict(), "vocab": chars, "settings": {}, "elapsed_s": 1.0,
+                       "tokens_per_s": 1.0, "threads": None, "backend": "numpy_gpt"})
+    with pytest.raises(UserError, match="kid.pt is a training state .* pass the kid.npz beside it"):
+        load_weights(state)
+    with pytest.raises(UserError, match="is a weights file .* not a training state"):
+        load_state(saved)
+    for path in (saved, state):
+        got, got_config, got_chars = load_params(path)
+        assert got_config == config and got_chars == chars
+        assert all(np.array_equal(got[k], params[k]) for k in params)
+
+
 def test_foreign_npz(tmp_path):
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, weights=np.zeros(3))
@@ -144,3 +176,21 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask   # a normal file's mode, not mkstemp's 0600
+
+
+def test_a_write_that_fails_names_the_file_not_its_temporary(tmp_path):
+    """A full disk, or a folder where the file belongs: the message names the file the user asked for,
+    and leaves nothing behind."""
+    import errno
+    path = tmp_path / "kid.npz"
+
+    def disk_full(f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(UserError, match=r"cannot write .*kid.npz \(No space left on device\)"):
+        atomic_write(path, disk_full)
+    assert os.listdir(tmp_path) == []
+    path.mkdir()
+    with pytest.raises(UserError, match=r"cannot write .*kid.npz \(it is a folder\)") as e:
+        atomic_write(path, lambda f: f.write(b"weights"))
+    assert ".tmp" not in str(e.value) and os.listdir(tmp_path) == ["kid.npz"] and not os.listdir(path)

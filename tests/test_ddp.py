@@ -41,7 +41,7 @@ def test_ddp_step_equals_one_big_batch_and_grad_accum(small_text, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     if sys.platform == "linux":
         assert sorted(gloo_lines(result.stdout)) == ["rank 0: gloo threads left: 0", "rank 1: gloo threads left: 0"]
-    with np.load(out) as z:
+    with np.load(out, allow_pickle=False) as z:
         ddp_grads = {k[5:]: z[k] for k in z.files if k.startswith("grad ")}
         ddp_params = {k[6:]: z[k] for k in z.files if k.startswith("param ")}
 
@@ -81,7 +81,7 @@ def train(*flags, distributed=False):
 
 
 def weights(out):
-    with np.load(out / "kid.npz") as z:
+    with np.load(out / "kid.npz", allow_pickle=False) as z:
         return {k: z[k] for k in z.files if not k.startswith("__")}
 
 

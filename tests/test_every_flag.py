@@ -153,7 +153,8 @@ def training_flags(holding_a_run):
         "--batch-size": count(1, huge=ERROR, huge_says=MEMORY),
         "--seed": seed(),
         "--data": input_file("garbage.bin", content_says=("garbage.bin", "not UTF-8"),
-                             too_short=Case("too short", "short.txt", says=("split has",))),
+                             too_short=Case("too short", "short.txt", says=("split has",)),
+                             empty=Case("empty", "empty.txt", says=("empty.txt", "is empty"))),
         "--out": {**output_folder(), "holding a run": Case("holding a run", "has-run", says=holding_a_run)},
         "--eval-interval": count(1),
         "--eval-batches": count(1, huge=ERROR, huge_says=MEMORY),
@@ -189,7 +190,7 @@ def sampling_flags(**checkpoint_kinds):
         "--prompt-file": input_file("garbage.bin", content_says=("garbage.bin", "not UTF-8"), **cases(
             unknown_characters=Case("unknown characters", "snow.txt", says="'☃'", extra=KID),
             with_prompt=Case("with --prompt", "prompt.txt", says="not both", extra=["--prompt", "a"]))),
-        "--max-new-tokens": count(0),
+        "--max-new-tokens": count(0, huge=ERROR, huge_says=("--max-new-tokens", MEMORY)),
         "--temperature": real(zero=VALID, huge=VALID),
         "--top-k": count(1, huge=ERROR, huge_says="larger than the vocabulary", huge_extra=KID),
         "--top-p": real(one=VALID),
@@ -210,7 +211,10 @@ def model_flags():
                           too_long=Case("too long", "a" * 40, says="context", extra=KID),
                           valid=Case("valid", "ROMEO:", VALID)),
         "--data": input_file("garbage.bin", content_says=("garbage.bin", "not UTF-8"), **cases(
-            other_vocabulary=Case("other vocabulary", "snow.txt", says=("snow.txt", "other characters")))),
+            other_vocabulary=Case("other vocabulary", "snow.txt", says=("snow.txt", "vocabulary lacks", "☃")),
+            part_of_the_vocabulary=Case("part of the vocabulary", "short.txt",
+                                        says=("short.txt", "lacks characters of the kid's vocabulary")),
+            empty=Case("empty", "empty.txt", says=("empty.txt", "is empty")))),
     }
 
 
@@ -236,6 +240,10 @@ REPORT_FLAGS = {
                    log_not_JSON=Case("log not JSON", "report-text", says=("report-text", "JSON")),
                    log_of_lists=Case("log of lists", "report-lists", says="report-lists"),
                    empty_log=Case("empty log", "report-empty", says=("report-empty", "empty")),
+                   log_with_a_negative_time=Case("log with a negative time", "report-negative",
+                                                 says=("report-negative", "negative")),
+                   log_with_a_numeric_sample=Case("log with a numeric sample", "report-sample5",
+                                                  says=("report-sample5", "not text")),
                    no_value=Case("no value", None)),
 }
 
@@ -251,7 +259,8 @@ TABLE = {
     }),
     "numpy_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags()),
     "torch_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags(
-        broken_kid_pt=Case("broken kid.pt", "garbage.pt", says=("garbage.pt", "not a kid.pt")),
+        broken_kid_pt=Case("broken kid.pt", "garbage.pt",
+                           says=("garbage.pt", "not a tiny-llm weights file or training state")),
         unreadable_kid_pt=Case("unreadable kid.pt", "locked.pt", says=("locked.pt", "ermission denied")))),
     "numpy_gpt.report": ([], None, REPORT_FLAGS),
     "torch_gpt.report": ([], None, REPORT_FLAGS),
@@ -297,7 +306,7 @@ TABLE = {
                     peek_flags(**{"--out": output_folder()})),
     "peek build": (["build", "--checkpoint", "nowhere.npz"], "checkpoint not found", peek_flags(**{
         "--export": cases(missing=Case("missing", "nowhere", says="nowhere"),
-                          a_file=Case("a file", "afile", says="afile"),
+                          a_file=Case("a file", "afile", says=("afile", "is a file, not an export folder")),
                           not_an_export=Case("not an export", "folder", says=("folder", "no export")),
                           unreadable=Case("unreadable", "locked-dir", says=("locked-dir", "ermission denied")),
                           no_value=Case("no value", None)),
@@ -348,6 +357,7 @@ def make_files(folder):
     text = corpus_path().read_text(encoding="utf-8")[:8000]
     (folder / "text.txt").write_text(text, encoding="utf-8")
     (folder / "short.txt").write_text("abc" * 10, encoding="utf-8")
+    (folder / "empty.txt").write_text("", encoding="utf-8")
     (folder / "snow.txt").write_text("snow ☃", encoding="utf-8")
     (folder / "prompt.txt").write_text("ROMEO:", encoding="utf-8")
     (folder / "garbage.bin").write_bytes(b"\xff\xfe not a checkpoint, not UTF-8, not JSON \x00\x01" * 10)
@@ -365,7 +375,7 @@ def make_files(folder):
     chars = "".join(sorted(set(text)))
     config = GPTConfig(vocab_size=len(chars), block_size=16, n_layer=1, n_head=2, n_embd=16)
     save_weights(folder / "kid.npz", init_params(config, seed=0), config, chars)
-    with np.load(folder / "kid.npz") as z:
+    with np.load(folder / "kid.npz", allow_pickle=False) as z:
         arrays = dict(z)
     damaged = {"config-list.npz": ("__config__", np.array("[1, 2]")),
                "config-null.npz": ("__config__", np.array("null")),
@@ -376,7 +386,9 @@ def make_files(folder):
     for name, (key, value) in damaged.items():
         np.savez(folder / name, **{**arrays, key: value})
     reports = {"report-binary": b"\xff\xfe\x00", "report-text": b"not json\n", "report-lists": b"[1, 2]\n",
-               "report-empty": b""}
+               "report-empty": b"",
+               "report-negative": b'{"step": 0, "train_loss": 4, "val_loss": 4, "elapsed_s": 1, "eval_s": -1}\n',
+               "report-sample5": b'{"step": 0, "train_loss": 4, "val_loss": 4, "elapsed_s": 1, "sample": 5}\n'}
     for name, data in reports.items():
         (folder / name).mkdir()
         (folder / name / "log.jsonl").write_bytes(data)

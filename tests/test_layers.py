@@ -4,7 +4,7 @@ Each check differentiates f = sum(out * G) with G a random upstream gradient (ne
 hides wrong gradients), with random non-trivial weights, at shapes hypothesis draws.
 """
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from numpy_gpt.layers import (attention_backward, attention_forward, cross_entropy_backward, cross_entropy_forward,
                               embedding_backward, embedding_forward, gelu_backward, gelu_backward_textbook, gelu_forward,
@@ -55,6 +55,7 @@ def test_embedding(s):
 
 @FD
 @given(shapes())
+@example({"B": 1, "T": 2, "C": 1, "H": 1, "V": 2, "seed": 92})    # a row whose two channels differ by 1e-3
 def test_layernorm(s):
     rng = np.random.default_rng(s["seed"])
     C = max(s["C"], 2)

@@ -261,6 +261,12 @@ def test_a_new_run_or_other_settings_never_overwrite_a_run(trainer, small_text, 
                       "was trained with --lr 0.003 (flags say 0.5)")
     assert_user_error(train(trainer, small_text, out, "--resume", "--steps", "4", "--grad-accum", "2"),
                       "was trained with 1 micro-batches per step (processes x --grad-accum; now 2)")
+    lower = tmp_path / "lower.txt"              # another text: its vocabulary, not a flag, differs
+    lower.write_text(small_text.read_text(encoding="utf-8").lower(), encoding="utf-8")
+    chars = len(set(small_text.read_text(encoding="utf-8")))
+    assert_user_error(train(trainer, lower, out, "--resume", "--steps", "4"),
+                      f"was trained on a text with another vocabulary ({chars} characters; this --data has "
+                      f"{len(set(lower.read_text(encoding='utf-8')))}); pass the same --data")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 

@@ -90,3 +90,22 @@ def test_numpy_gpt_runs_where_torch_cannot_be_imported(small_text, tmp_path):
     assert result.returncode == 0, result.stderr
     result = run("-m", "numpy_gpt.sample", "--checkpoint", str(out / "kid.npz"), "--max-new-tokens", "5", env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_report_reads_a_log_into_the_readmes_figures(tmp_path):
+    """numpy_gpt.report (torch_gpt.report is the same): the final line, the evaluations' share of the
+    time, a row per evaluation and each sample; a log whose clock reads 0 (a run stopped at once) has
+    no share to give, and still reports."""
+    from numpy_gpt.report import load_log, report
+    rows = [{"step": 0, "train_loss": 4.2, "val_loss": 4.25, "elapsed_s": 3.0, "eval_s": 3.0, "sample": "ROMEO:xy"},
+            {"step": 500, "train_loss": 1.81234, "val_loss": 1.9, "elapsed_s": 120.0, "eval_s": 6.0,
+             "sample": "ROMEO:ab"}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = report(load_log(tmp_path))
+    assert text.startswith("Final (step 500): train loss 1.8123, val loss 1.9000, 2.0 minutes of wall time")
+    assert "Evaluations (their losses, samples and snapshots): 9 s of the 120 s, 7.5%." in text
+    assert "| 0 | 4.2000 | 4.2500 | 0.1 |" in text and "| 500 | 1.8123 | 1.9000 | 2.0 |" in text
+    assert "**step 500** (val loss 1.90)\n\n```\nROMEO:ab\n```" in text
+    (tmp_path / "log.jsonl").write_text(json.dumps({**rows[0], "elapsed_s": 0, "eval_s": 0}) + "\n")
+    text = report(load_log(tmp_path))
+    assert text.startswith("Final (step 0): train loss 4.2000") and "Evaluations" not in text

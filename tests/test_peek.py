@@ -136,6 +136,12 @@ def break_json(folder, change):
     (folder / "peek.json").write_text(json.dumps(data))
 
 
+def point_weights_at(folder, name):
+    """weights.json's file names another file than the weights.bin beside it."""
+    manifest = json.loads((folder / "weights.json").read_text())
+    (folder / "weights.json").write_text(json.dumps({**manifest, "file": name}))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "peek.json").write_text((f / "peek.json").read_text()[:-100]), "not valid JSON"),
     (lambda f: (f / "peek.json").unlink(), "no export at"),
@@ -148,6 +154,8 @@ def break_json(folder, change):
     (lambda f: (f / "weights.bin").write_bytes((f / "weights.bin").read_bytes()[:-8]), "truncated"),
     (lambda f: (f / "weights.bin").write_bytes(b"\x01" + (f / "weights.bin").read_bytes()[1:]), "sha256"),
     (lambda f: (f / "weights.json").write_text("{"), "weights.json is not valid JSON"),
+    (lambda f: point_weights_at(f, "../kid.npz"), "must name a file beside it"),
+    (lambda f: point_weights_at(f, "/etc/passwd"), "must name a file beside it"),
 ])
 def test_a_broken_export_is_named(small_kid, tmp_path, damage, message):
     folder = tmp_path / "export"
@@ -255,3 +263,13 @@ def test_help_and_no_torch(tmp_path, small_kid):
     env = dict(os.environ, PYTHONPATH=f"{fake}{os.pathsep}{ROOT}")
     result = run("-m", "peek", "show", "--checkpoint", str(small_kid), env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_export_that_cannot_finish_writes_none_of_its_files(small_kid, tmp_path):
+    """A folder where peek.json belongs: the weights are not written either (an export is three files
+    that must match), and nothing temporary is left."""
+    folder = tmp_path / "export"
+    (folder / "peek.json").mkdir(parents=True)
+    with pytest.raises(UserError, match="peek.json is a folder in the way"):
+        write_export(folder, *build_export(small_kid, prompt="DREAM"))
+    assert sorted(p.name for p in folder.iterdir()) == ["peek.json"]

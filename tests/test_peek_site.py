@@ -212,6 +212,28 @@ def test_build_refuses_a_broken_export(tmp_path, damage, message):
     assert not (tmp_path / "site" / "index.html").exists()
 
 
+def test_a_build_that_cannot_finish_leaves_the_old_site_as_it_was(tmp_path):
+    """A rebuild from another kid into a site where a folder stands in a page's place: one line naming
+    it, and not one of the old site's files changed, nor a temporary one left."""
+    site = tmp_path / "site"
+    for n, chars in enumerate(("abc", "abcdef")):
+        config = GPTConfig(vocab_size=len(chars), block_size=4, n_layer=1, n_head=1, n_embd=4)
+        save_weights(tmp_path / f"kid{n}.npz", init_params(config, seed=n), config, chars)
+    assert run("-m", "peek", "build", "--checkpoint", str(tmp_path / "kid0.npz"), "--prompt", "ab",
+               "--out", str(site)).returncode == 0
+    (site / page_name(10)).unlink()
+    (site / page_name(10)).mkdir()
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    assert_user_error(run("-m", "peek", "build", "--checkpoint", str(tmp_path / "kid1.npz"), "--prompt", "ab",
+                          "--out", str(site)), f"{page_name(10)} is a folder in the way")
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in site.iterdir() if p.name.startswith(".")) == []
+    (site / page_name(10)).rmdir()
+    assert run("-m", "peek", "build", "--checkpoint", str(tmp_path / "kid1.npz"), "--prompt", "ab",
+               "--out", str(site)).returncode == 0
+    assert json.loads((site / "data" / "weights.json").read_text())["vocab"] == "abcdef"
+
+
 def test_the_playground_stops(browser, site):
     with served(site["dir"]) as url, browser_page(browser, url) as page:
         visit(page, url + page_name(10))

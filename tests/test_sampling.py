@@ -395,7 +395,8 @@ def test_bad_checkpoints(kid, module, tmp_path):
 def test_truncated_kid_pt(kid, tmp_path):
     data = (kid / "kid.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    assert_user_error(run("-m", "torch_gpt.sample", "--checkpoint", str(tmp_path / "cut.pt")), "is truncated, damaged")
+    assert_user_error(run("-m", "torch_gpt.sample", "--checkpoint", str(tmp_path / "cut.pt")),
+                      "is truncated or not a tiny-llm weights file or training state")
 
 
 def test_vocabulary_without_newline_needs_a_prompt(tmp_path):

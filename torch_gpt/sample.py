@@ -6,7 +6,7 @@ prompt, seed and --dtype print the same text (numpy_gpt.sampling says how surely
 import numpy as np
 import torch
 
-from numpy_gpt.checkpoint import load_state, load_weights
+from numpy_gpt.checkpoint import load_params
 from numpy_gpt.cli import check_sampling_args, run_cli, sampling_parser, stream_samples
 from numpy_gpt.data import CharTokenizer
 
@@ -15,11 +15,7 @@ from .model import GPT
 
 def load_model(path, dtype=torch.float32):
     """A GPT in dtype on the CPU, from a .npz weights file or a kid.pt training state -> (model, chars)."""
-    if str(path).endswith(".pt"):
-        state = load_state(path)
-        params, config, chars = state["params"], state["config"], state["vocab"]
-    else:
-        params, config, chars, _ = load_weights(path)
+    params, config, chars = load_params(path)
     model = GPT(config, dtype=dtype)
     model.load_numpy(params)                # cast to dtype as it is copied in
     return model.eval(), chars
