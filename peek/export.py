@@ -113,6 +113,7 @@ def staged(out, remove=()):
     try:
         yield stage
         files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        folders = set()                         # the nearest existing folder of each target
         for rel in files:
             target, folder = out / rel, (out / rel).parent
             while not folder.exists():
@@ -121,6 +122,8 @@ def staged(out, remove=()):
                 clash = target if target.is_dir() else folder
                 raise UserError(f"cannot write {target}: {clash} is a {'folder' if clash.is_dir() else 'file'} "
                                 f"in the way; move it, or pass another --out")
+            folders.add(folder)
+        for folder in sorted(folders):
             try:
                 tempfile.TemporaryFile(dir=folder).close()
             except OSError as e:
