@@ -107,7 +107,9 @@ def write_export(folder, data, params, config, chars):
 def staged(out, remove=()):
     """-> a hidden, empty folder inside out to write files into. On leaving, each file moves to the same
     place under out, and out's files in remove (relative paths) are deleted, once every place is known
-    to take a file: a write that fails leaves out as it was. On an error, nothing moves."""
+    to take a file: a write that fails leaves out as it was (not even made, if it was not there). On
+    an error, nothing moves."""
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staged.", suffix=".tmp"))
     try:
@@ -136,6 +138,8 @@ def staged(out, remove=()):
             (out / rel).unlink(missing_ok=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_build_refuses_a_broken_export(tmp_path, damage, message):
     damage(tmp_path / "e")
     assert_user_error(run("-m", "peek", "build", "--export", str(tmp_path / "e"), "--out", str(tmp_path / "site")),
                       message)
-    assert not (tmp_path / "site" / "index.html").exists()
+    assert not (tmp_path / "site").exists()                  # not even the folder is left behind
 
 
 def test_a_build_that_cannot_finish_leaves_the_old_site_as_it_was(tmp_path):
