@@ -4,14 +4,15 @@
               it): the GPU's own ceilings, measured
     training  one step of the kid at each --batch-size (default: the trainers' 32), as the trainer runs
               it on a GPU, in PyTorch's deterministic mode: in float32, under bf16 autocast (the
-              trainer's default on a GPU) and the same torch.compiled (--compile): ms/step, tokens/s,
-              the fraction of the bfloat16 peak (FLOPs counted as python -m benchmarks counts them),
-              and the most GPU memory the steps held
+              trainer's default on a GPU) and the same torch.compiled (--compile), each launched from
+              Python (--cuda-graph off) and as the trainer runs it on one GPU, a CUDA graph a step:
+              ms/step, tokens/s, the fraction of the bfloat16 peak (FLOPs counted as python -m
+              benchmarks counts them), and the most GPU memory the steps held
 
 A step's time is --steps steps run as one block between two synchronizations, as the trainer runs
 them (it reads the loss every 10 steps, and the GPU runs ahead in between); the figure is the median
-of --repeats blocks after a warm-up block, which includes torch.compile's compilation. Needs a CUDA
-GPU; elsewhere it says so in one line.
+of --repeats blocks after a warm-up block, which includes torch.compile's compilation and the graph's
+capture. Needs a CUDA GPU; elsewhere it says so in one line.
 """
 import argparse
 import json
@@ -23,7 +24,10 @@ from numpy_gpt.config import UserError
 
 from .loops import QUICK, flops_per_step, time_calls, torch_train_step
 
-VARIANTS = {"float32": {}, "bf16 autocast": {"bf16": True}, "bf16 autocast, compiled": {"bf16": True, "compile": True}}
+VARIANTS = {"float32": {}, "float32, CUDA graph": {"cuda_graph": True},
+            "bf16 autocast": {"bf16": True}, "bf16 autocast, CUDA graph": {"bf16": True, "cuda_graph": True},
+            "bf16 autocast, compiled": {"bf16": True, "compile": True},
+            "bf16 autocast, compiled, CUDA graph": {"bf16": True, "compile": True, "cuda_graph": True}}
 
 
 def parser():

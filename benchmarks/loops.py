@@ -85,17 +85,16 @@ def numpy_train_step(config, batch_size):
     return lambda: backend.train_step(next(steps), DEFAULTS.lr)
 
 
-def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"):
+def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu", cuda_graph=False, lr=DEFAULTS.lr):
     """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, or under bf16
-    autocast, on the CPU or a GPU): the trainer's own functions draw the batch and the dropout masks,
-    then forward, backward, clipping and AdamW. On a GPU, step() returns before the GPU is done."""
-    import contextlib
-
+    autocast, on the CPU or a GPU, launched from Python or, on a GPU, as a CUDA graph): the trainer's
+    own functions draw the batch and the dropout masks, then forward, backward, clipping and AdamW at a
+    constant lr. On a GPU, step() returns before the GPU is done."""
     import torch
 
     from torch_gpt.model import GPT
-    from torch_gpt.train import (accumulate_gradients, make_optimizer, micro_batches, optimizer_step,
-                                 repeatable_runs, wrap_model)
+    from torch_gpt.train import (GraphedStep, accumulate_gradients, autocast, make_optimizer, micro_batches,
+                                 optimizer_step, repeatable_runs, wrap_model)
     device = torch.device(device)
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, DEFAULTS, device)
@@ -104,12 +103,15 @@ def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
     train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
     steps = iter(range(10 ** 9))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    cast = autocast(device, bf16)
+    graphed = GraphedStep(train_model, model, optimizer, cast, DEFAULTS.grad_clip, device) if cuda_graph else None
 
     def step():
         batches = micro_batches(train_ids, settings, next(steps), 0, config, device, torch.float32)
-        accumulate_gradients(train_model, batches, autocast, world=1)
-        optimizer_step(model, optimizer, DEFAULTS.lr, DEFAULTS.grad_clip)
+        if graphed:
+            return graphed(batches, lr)
+        accumulate_gradients(train_model, batches, cast, world=1)
+        optimizer_step(model, optimizer, lr, DEFAULTS.grad_clip)
     step.model = model                      # for a test that reads the weights it trains
     return step
 

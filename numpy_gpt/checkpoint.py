@@ -182,7 +182,7 @@ def save_state(path, state):
         settings     the flags that shape the trajectory (numpy_gpt.loop.TRAJECTORY_FLAGS)
         elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
         precision    (optional) "float32", "float64" or "bf16 autocast", with " (compiled)" after it for a
-                     torch_gpt --compile run
+                     torch_gpt --compile run, and " (CUDA graph)" for a step replayed as one
     No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
     """
     arrays = {"__format__": np.array(STATE_FORMAT),

@@ -10,7 +10,8 @@ torch_gpt.train.TorchBackend):
     sync_every             read the loss every N steps (a GPU would wait for it every step)
     threads                compute threads, recorded in kid.pt (None where they do not change the sums)
     precision              "float32", "float64" or "bf16 autocast" (torch_gpt's --bf16), with " (compiled)"
-                           after it under torch_gpt's --compile; recorded in kid.pt
+                           after it under torch_gpt's --compile, and " (CUDA graph)" under its
+                           --cuda-graph; recorded in kid.pt
     start(data, state)     build the model and optimizer: fresh, or from a training state (load_state)
     train_step(step, lr)   one optimizer step on step's micro-batches -> the loss (float() reads it)
     evaluate(split)        the mean loss over the fixed batches of "train" or "val"

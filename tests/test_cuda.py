@@ -7,7 +7,8 @@ CI has no GPU, so these skip there with one line. On a machine with one:
 The same model in float64 on the GPU and on the CPU; a step under bf16 autocast and compiled; the
 masks drawn on the GPU; the kid's steps repeating bit for bit; and the trainer itself on the GPU: a
 float64 run that is numpy_gpt's run, a run that moves from numpy_gpt to the GPU, and a stop and resume
-that is bit-identical, eager and compiled.
+that is bit-identical, graphed, compiled and launched from Python; the trainer's CUDA graph against
+the kernels Python launches.
 """
 import signal
 
@@ -125,6 +126,21 @@ def test_the_kids_gpu_steps_repeat_bit_for_bit(compiled, restore_determinism):
     assert all(torch.equal(a, b) for a, b in zip(*weights))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_graphed_step_is_the_launched_step(compiled, restore_determinism):
+    """The trainer's CUDA graph replays the kernels that Python launches, on the same numbers: 20 steps of
+    the kid (bf16 autocast, the GPU's masks), graphed and launched, end with the same weights, bit for bit.
+    The learning rate is 2^-10, which float32 holds exactly: the graph's AdamW reads it from a float32
+    tensor, the launched one as a Python float."""
+    weights = []
+    for cuda_graph in (False, True):
+        step = torch_train_step(KID, 32, compile=compiled, bf16=True, device="cuda", cuda_graph=cuda_graph, lr=2 ** -10)
+        losses = [step() for _ in range(20)]
+        weights.append([p.detach().cpu() for p in step.model.parameters()])
+    assert all(torch.isfinite(loss) for loss in losses[trainer.GraphedStep.WARMUP:])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
 # ------------------------------------------------------------------------------------------------
 # the trainer on the GPU
 
@@ -176,19 +192,25 @@ def test_a_run_moves_from_numpy_gpt_to_the_gpu(small_text, tmp_path):
     assert all(row.ok for row in rows), [row for row in rows if not row.ok]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_a_stopped_gpu_run_resumes_bit_identical(compiled, small_text, tmp_path):
+@pytest.mark.parametrize("flags", [(), ("--compile",), ("--cuda-graph", "off")],
+                         ids=["graphed", "compiled", "launched"])
+def test_a_stopped_gpu_run_resumes_bit_identical(flags, small_text, tmp_path):
     """The GPU's own run (float32, bf16 autocast, the GPU's dropout masks), stopped by SIGTERM at step 5
-    and resumed, ends with the very weights, log and samples of the run that never stopped. On a GPU
-    this needs kernels that add in a fixed order (repeatable_runs) as well as the same random streams:
-    without them the compiled run failed here (Inductor's embedding backward adds with atomics). The
-    compiled run also recompiles after the resume."""
-    flags = ("--steps", "10", "--eval-interval", "5", *(("--compile",) if compiled else ()))
+    and resumed, ends with the very weights, log and samples of the run that never stopped: as a CUDA
+    graph a step (the default; the resumed run launches its first steps from Python again, then captures
+    a graph of its own), compiled, and launched from Python. On a GPU this needs kernels that add in a
+    fixed order (repeatable_runs) as well as the same random streams: without them the compiled run
+    failed here (Inductor's embedding backward adds with atomics). The compiled run also recompiles
+    after the resume."""
+    flags = ("--steps", "10", "--eval-interval", "5", *flags)
+    graphed = "off" not in flags
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     result = train("torch_gpt", small_text, straight, *flags)
     assert result.returncode == 0, result.stderr
     assert "(bf16 autocast), device cuda" in result.stdout
-    assert load_state(straight / "kid.pt")["precision"] == "bf16 autocast" + (" (compiled)" if compiled else "")
+    assert ("(a CUDA graph a step)" in result.stdout) is graphed
+    precision = "bf16 autocast" + (" (compiled)" if "--compile" in flags else "") + (" (CUDA graph)" if graphed else "")
+    assert load_state(straight / "kid.pt")["precision"] == precision
     assert train_until("torch_gpt", 5, small_text, stopped, *flags).returncode == 128 + signal.SIGTERM
     resumed = train("torch_gpt", small_text, stopped, *flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -158,6 +158,26 @@ def test_compile_is_part_of_the_recorded_precision(monkeypatch, restore_determin
         assert trainer.TorchBackend(args, 0, 1, cpu).precision == precision
 
 
+def test_a_cuda_graph_a_step_on_one_gpu_in_float32(restore_determinism):
+    """--cuda-graph auto graphs the step on one GPU in float32, with or without bf16 autocast, and nowhere
+    else: not on a CPU, not in float64 (numpy_gpt's masks, for checking), not under torchrun, not with
+    --cuda-graph off. kid.pt's precision says so, as a resume that changes it rounds otherwise (its AdamW
+    reads the learning rate as a float32 tensor). Only the constructor runs: it decides, touching no GPU;
+    tests/test_cuda.py runs the graph."""
+    for device, flags, world, graphed, precision in (
+            ("cuda", [], 1, True, "bf16 autocast (CUDA graph)"),
+            ("cuda", ["--bf16", "off"], 1, True, "float32 (CUDA graph)"),
+            ("cuda", ["--cuda-graph", "off"], 1, False, "bf16 autocast"),
+            ("cuda", ["--dtype", "float64"], 1, False, "float64"),
+            ("cuda", [], 2, False, "bf16 autocast"),
+            ("cpu", ["--bf16", "off"], 1, False, "float32")):
+        args = trainer.parser().parse_args(["--device", device, *flags])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")         # autocast for "cuda" where there is none says so
+            backend = trainer.TorchBackend(args, 0, world, torch.device(device))
+        assert (backend.cuda_graph, backend.precision) == (graphed, precision), (device, flags, world)
+
+
 def test_deterministic_mode_on_a_gpu_and_under_compile(monkeypatch, restore_determinism):
     """The trainer turns on PyTorch's deterministic mode on a GPU and under --compile (repeatable_runs;
     tests/test_cuda.py shows why), and leaves an eager CPU run as it was, already repeatable. Nothing

@@ -256,6 +256,7 @@ TABLE = {
         "--device": choice("cpu", "auto"),
         "--compile": switch(),
         "--bf16": choice("off", "auto"),
+        "--cuda-graph": choice("off", "auto"),
     }),
     "numpy_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags()),
     "torch_gpt.sample": (["--checkpoint", "nowhere.npz"], "checkpoint not found", sampling_flags(

@@ -39,6 +39,10 @@ def parser():
                    help="bfloat16 autocast for the products (weights, AdamW and the losses stay float32): auto "
                         "turns it on for --dtype float32 on a CUDA GPU or on a CPU with bfloat16 instructions "
                         "(AVX512-BF16 or AMX); off trains in plain float32")
+    g.add_argument("--cuda-graph", choices=["auto", "off"], default="auto",
+                   help="auto, on one GPU in float32 (no torchrun): the step (forward, backward, clipping, AdamW) "
+                        "is captured once as a CUDA graph and replayed, one launch a step instead of hundreds; "
+                        "off launches each kernel from Python")
     return p
 
 
@@ -61,6 +65,14 @@ def use_bf16(choice, device, dtype):
                else "this CPU has neither AVX512-BF16 nor AMX, so torch would emulate bfloat16, slower than float32")
         raise UserError(f"--bf16 on, but {why}; use --bf16 auto or off")
     return able if choice == "auto" else choice == "on"
+
+
+def autocast(device, bf16):
+    """The step's autocast context: bfloat16 products, or none. Without autocast's cache of cast weights, which
+    a CUDA graph may not keep across its capture; a step casts each weight once in any case."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def check_cpu_compiler():
@@ -181,12 +193,13 @@ def repeatable_runs(device, compile):
 def device_dropout_masks(config, B, T, p, seed, device, dtype):
     """The 2 * n_layer dropout masks (B, T, C) drawn on the device itself, from a torch generator seeded
     by seed: 0 with probability p, else 1 / (1 - p). A GPU trains with these; drawing numpy_gpt's masks
-    on one CPU core and copying them over every step would cap its throughput. The same seed gives the
-    same masks on the same device, not numpy_gpt's."""
+    on one CPU core and copying them over every step would cap its throughput. They are drawn as one
+    tensor, in four kernels rather than four a mask. The same seed gives the same masks on the same
+    device, not numpy_gpt's."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
-    return [(torch.rand((B, T, config.n_embd), generator=g, device=device) >= p).to(dtype) / (1.0 - p)
-            for _ in range(2 * config.n_layer)]
+    u = torch.rand((2 * config.n_layer, B, T, config.n_embd), generator=g, device=device)
+    return list(((u >= p).to(dtype) / (1.0 - p)).unbind(0))
 
 
 def micro_batches(train_ids, args, step, rank, config, device, dtype):
@@ -230,13 +243,74 @@ def accumulate_gradients(model, batches, autocast, world):
 
 
 def optimizer_step(model, optimizer, lr, grad_clip):
-    """Clip the global gradient norm, then one AdamW step at lr, then clear the gradients."""
+    """Clip the global gradient norm, then one AdamW step at lr (a number, or the tensor a CUDA graph's
+    AdamW reads it from), then clear the gradients."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+class GraphedStep:
+    """One training step on one GPU, captured once as a CUDA graph and then replayed.
+
+    The kid's step is a few hundred small kernels: on a GPU, Python and PyTorch take longer to launch
+    them than the GPU takes to run them (README, "On a GPU"). A graph launches the whole step, forward,
+    backward, clipping and AdamW, as one. What changes from step to step lives in tensors the graph
+    reads: the batch and the dropout masks, copied into its input buffers before each step, and the
+    learning rate, which AdamW (fused, so its step count is on the GPU too) reads from a tensor.
+
+    The first WARMUP steps run eagerly on those buffers, on a side stream, as PyTorch's CUDA graph notes
+    ask: they are the run's real steps, and they set up what a capture may not (cuBLAS's workspaces,
+    AdamW's state, and under --compile the kernels, compiled for the very inputs the graph reads). The
+    step after them is captured, and from then on each step is a replay of the same kernels on the same
+    memory: the eager steps' arithmetic, so a resumed run, which starts eager again, is bit for bit the
+    run that never stopped."""
+    WARMUP = 3
+
+    def __init__(self, model, raw, optimizer, autocast, grad_clip, device):
+        self.model, self.raw, self.optimizer, self.autocast, self.grad_clip = model, raw, optimizer, autocast, grad_clip
+        self.lr = torch.zeros((), device=device)           # float32: the fused AdamW reads it so
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+            group["capturable"] = True      # what a capture checks for; fused AdamW's step count is on the GPU already
+        self.stream = torch.cuda.Stream(device)
+        self.inputs, self.graph, self.eager_steps = None, None, 0
+
+    def step(self, batches):
+        loss = accumulate_gradients(self.model, batches, self.autocast, world=1)
+        optimizer_step(self.raw, self.optimizer, self.lr, self.grad_clip)
+        return loss.detach()
+
+    def __call__(self, batches, lr):
+        if self.inputs is None:         # the masks as views of one tensor, as device_dropout_masks draws them
+            self.inputs = [(x.clone(), y.clone(), masks and list(torch.stack(masks).unbind(0)))
+                           for x, y, masks in batches]
+        for (x, y, masks), (x_new, y_new, masks_new) in zip(self.inputs, batches):
+            torch._foreach_copy_([x, y, *(masks or [])], [x_new, y_new, *(masks_new or [])])
+        self.lr.fill_(lr)
+        if self.eager_steps < self.WARMUP:
+            self.eager_steps += 1
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                loss = self.step(self.inputs)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return loss
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self.step(self.inputs)
+        self.graph.replay()
+        return self.loss.clone()
+
+
+def use_cuda_graph(choice, device, dtype, world):
+    """--cuda-graph auto: on one GPU (torchrun's several processes launch eagerly: DDP's all-reduces would
+    need their own capture), in float32, the precision of training (float64 is for checking against
+    numpy_gpt, and runs eagerly, as numpy_gpt's masks are drawn on the CPU)."""
+    return choice == "auto" and device.type == "cuda" and dtype == "float32" and world == 1
 
 
 class TorchBackend:
@@ -253,10 +327,13 @@ class TorchBackend:
         if args.compile and device.type == "cpu":
             check_cpu_compiler()
         repeatable_runs(device, args.compile)
-        # recorded in kid.pt: a resume in another precision, or compiled where it was not, says that it rounds
-        # otherwise than the run that never stopped
-        self.precision = ("bf16 autocast" if self.bf16 else args.dtype) + (" (compiled)" if args.compile else "")
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        self.cuda_graph = use_cuda_graph(args.cuda_graph, device, args.dtype, world)
+        # recorded in kid.pt: a resume in another precision, compiled where it was not, or graphed where it was not
+        # (its AdamW reads the learning rate as a float32 tensor), says that it rounds otherwise than the run
+        # that never stopped
+        self.precision = (("bf16 autocast" if self.bf16 else args.dtype) + (" (compiled)" if args.compile else "")
+                          + (" (CUDA graph)" if self.cuda_graph else ""))
+        self.autocast = autocast(device, self.bf16)
 
     def start(self, data, state):
         args, device = self.args, self.device
@@ -269,14 +346,19 @@ class TorchBackend:
             self.raw.load_numpy(state["params"])
             self.load_optimizer_state(state)
         self.model = wrap_model(self.raw, args.compile, self.world, device)
+        self.graphed = (GraphedStep(self.model, self.raw, self.optimizer, self.autocast, args.grad_clip, device)
+                        if self.cuda_graph else None)
         if self.master:
             print(f"torch_gpt: {sum(p.numel() for p in self.raw.parameters()):,} parameters, {self.config}, "
-                  f"{args.dtype}{' (bf16 autocast)' if self.bf16 else ''}, device {device}, {self.world} "
+                  f"{args.dtype}{' (bf16 autocast)' if self.bf16 else ''}, device {device}"
+                  f"{' (a CUDA graph a step)' if self.cuda_graph else ''}, {self.world} "
                   f"process(es) x {args.grad_accum} micro-batch(es) of {args.batch_size}: "
                   f"{args.batch_size * self.config.block_size * args.micro_batches:,} tokens per step")
 
     def train_step(self, step, lr):
         batches = micro_batches(self.train_ids, self.args, step, self.rank, self.config, self.device, self.dtype)
+        if self.graphed:
+            return self.graphed(batches, lr)
         loss = accumulate_gradients(self.model, batches, self.autocast, self.world)
         optimizer_step(self.raw, self.optimizer, lr, self.args.grad_clip)
         return loss.detach()
