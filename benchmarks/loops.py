@@ -89,7 +89,7 @@ def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"
     """-> step(): one torch_gpt training step, exactly as the trainer runs it (float32, or under bf16
     autocast, on the CPU or a GPU, launched from Python or, on a GPU, as a CUDA graph): the trainer's
     own functions draw the batch and the dropout masks, then forward, backward, clipping and AdamW at a
-    constant lr. On a GPU, step() returns before the GPU is done."""
+    constant lr. -> the loss; on a GPU, step() returns before the GPU is done."""
     import torch
 
     from torch_gpt.model import GPT
@@ -110,8 +110,9 @@ def torch_train_step(config, batch_size, compile=False, bf16=False, device="cpu"
         batches = micro_batches(train_ids, settings, next(steps), 0, config, device, torch.float32)
         if graphed:
             return graphed(batches, lr)
-        accumulate_gradients(train_model, batches, cast, world=1)
+        loss = accumulate_gradients(train_model, batches, cast, world=1)
         optimizer_step(model, optimizer, lr, DEFAULTS.grad_clip)
+        return loss.detach()
     step.model = model                      # for a test that reads the weights it trains
     return step
 

@@ -271,7 +271,8 @@ class GraphedStep:
     WARMUP = 3
 
     def __init__(self, model, raw, optimizer, autocast, grad_clip, device):
-        self.model, self.raw, self.optimizer, self.autocast, self.grad_clip = model, raw, optimizer, autocast, grad_clip
+        self.model, self.raw, self.optimizer = model, raw, optimizer
+        self.autocast, self.grad_clip = autocast, grad_clip
         self.lr = torch.zeros((), device=device)           # float32: the fused AdamW reads it so
         for group in optimizer.param_groups:
             group["lr"] = self.lr
