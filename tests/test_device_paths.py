@@ -1,7 +1,10 @@
 """The GPU paths of torch_gpt, checked where a CPU can check them: GELU off the CPU, dropout masks drawn on
-the device, nccl's barrier, DDP inside torch.compile, MPS's limits, and a step under bf16 autocast, eager
-and compiled."""
+the device, nccl's barrier, DDP inside torch.compile, MPS's limits, a step under bf16 autocast, eager
+and compiled, and the CUDA graph's plumbing, with a stand-in for the graph."""
+import argparse
+import contextlib
 import os
+import types
 import warnings
 
 import numpy as np
@@ -176,6 +179,56 @@ def test_a_cuda_graph_a_step_on_one_gpu_in_float32(restore_determinism):
             warnings.simplefilter("ignore")         # autocast for "cuda" where there is none says so
             backend = trainer.TorchBackend(args, 0, world, torch.device(device))
         assert (backend.cuda_graph, backend.precision) == (graphed, precision), (device, flags, world)
+
+
+class NoStream:
+    """Stands in for a CUDA stream on a CPU, where there is nothing to wait for."""
+    def wait_stream(self, other):
+        pass
+
+
+def test_a_graphed_step_replays_each_steps_batch_and_rate(monkeypatch):
+    """GraphedStep's plumbing, run on a CPU with a stand-in for the graph: capturing runs nothing, and each
+    replay runs the captured step again on the same buffers, writing its loss into the same tensor, as a
+    CUDA graph does. The first WARMUP steps are launched; each later one must see its own batch and
+    dropout masks (two micro-batches), copied into the buffers the graph reads, and its own learning
+    rate. 8 steps end with the losses and weights of 8 launched steps, bit for bit (the rates are powers
+    of 2, which float32 holds exactly: the graph's AdamW reads its rate from a float32 tensor).
+    tests/test_cuda.py runs the real graph."""
+    from benchmarks.loops import DEFAULTS
+    captured = []
+
+    def capture(fn):
+        out = torch.empty(())
+        captured.append(fn)
+        return types.SimpleNamespace(replay=lambda: out.copy_(fn())), out
+
+    monkeypatch.setattr(trainer, "capture", capture)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: NoStream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    cpu, args = torch.device("cpu"), argparse.Namespace(**{**vars(DEFAULTS), "batch_size": 4, "grad_accum": 2})
+    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, 1000)
+    runs = []
+    for graphed in (False, True):
+        model = GPT(CONFIG, seed=0)
+        optimizer = trainer.make_optimizer(model, args, cpu)
+        if graphed:
+            step = trainer.GraphedStep(model, model, optimizer, contextlib.nullcontext(), args.grad_clip, cpu)
+        losses = []
+        for k in range(8):
+            lr = 2.0 ** -(7 + k % 3)
+            batches = trainer.micro_batches(ids, args, k, 0, CONFIG, cpu, torch.float32)
+            if graphed:
+                losses.append(step(batches, lr))
+            else:
+                losses.append(trainer.accumulate_gradients(model, batches, contextlib.nullcontext(), 1).detach())
+                trainer.optimizer_step(model, optimizer, lr, args.grad_clip)
+        runs.append((torch.stack(losses), [p.detach().clone() for p in model.parameters()]))
+    assert len(captured) == 1
+    (launched_losses, launched), (graphed_losses, graphed) = runs
+    assert torch.equal(graphed_losses, launched_losses)
+    assert all(torch.equal(a, b) for a, b in zip(graphed, launched))
 
 
 def test_deterministic_mode_on_a_gpu_and_under_compile(monkeypatch, restore_determinism):

@@ -300,11 +300,18 @@ class GraphedStep:
             torch.cuda.current_stream().wait_stream(self.stream)
             return loss
         if self.graph is None:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.loss = self.step(self.inputs)
+            self.graph, self.loss = capture(lambda: self.step(self.inputs))
         self.graph.replay()
         return self.loss.clone()
+
+
+def capture(fn):
+    """-> (graph, out): fn's kernels captured as a CUDA graph, not run, and the tensor that each replay
+    writes fn's result into."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 def use_cuda_graph(choice, device, dtype, world):
