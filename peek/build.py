@@ -20,7 +20,7 @@ from numpy_gpt import layers, model
 from numpy_gpt.checkpoint import atomic_write
 from numpy_gpt.config import UserError, open_input
 
-from .export import load_export, staged, write_export
+from .export import load_export, staged, write_export_files
 
 WEB = Path(__file__).parent / "web"
 ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js")
@@ -55,7 +55,8 @@ def build_site(out, export=None, parity=None):
 def write_site(out, export, parity):
     """build_site's files, written into the empty folder out -> the pages' paths."""
     if isinstance(export, tuple):
-        write_export(out / "data", *export)
+        (out / "data").mkdir()
+        write_export_files(out / "data", *export)
     else:
         data, _ = load_export(export)                       # refuses a missing or corrupt export
         (out / "data").mkdir(parents=True, exist_ok=True)

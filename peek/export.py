@@ -99,8 +99,13 @@ def passage_of(text, block_size):
 def write_export(folder, data, params, config, chars):
     """peek.json, weights.json and weights.bin into folder, all three or none (staged)."""
     with staged(Path(folder)) as stage:
-        write_weights(stage, params, config, chars)
-        atomic_write(stage / "peek.json", lambda f: f.write(json.dumps(data, separators=(",", ":")).encode()))
+        write_export_files(stage, data, params, config, chars)
+
+
+def write_export_files(folder, data, params, config, chars):
+    """write_export's three files into folder, which a caller has staged already (peek.build's site)."""
+    write_weights(folder, params, config, chars)
+    atomic_write(folder / "peek.json", lambda f: f.write(json.dumps(data, separators=(",", ":")).encode()))
 
 
 @contextlib.contextmanager
