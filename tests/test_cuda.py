@@ -129,7 +129,8 @@ def test_the_kids_gpu_steps_repeat_bit_for_bit(compiled, restore_determinism):
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_a_graphed_step_is_the_launched_step(compiled, restore_determinism):
     """The trainer's CUDA graph replays the kernels that Python launches, on the same numbers: 20 steps of
-    the kid (bf16 autocast, the GPU's masks), graphed and launched, end with the same weights, bit for bit.
+    the kid (bf16 autocast, the GPU's masks), graphed and launched, give the same losses and weights, bit
+    for bit.
     The learning rate is 2^-10, which float32 holds exactly: the graph's AdamW reads it from a float32
     tensor, the launched one as a Python float."""
     losses, weights = [], []
@@ -198,7 +199,7 @@ def test_a_stopped_gpu_run_resumes_bit_identical(flags, small_text, tmp_path):
     """The GPU's own run (float32, bf16 autocast, the GPU's dropout masks), stopped by SIGTERM at step 5
     and resumed, ends with the very weights, log and samples of the run that never stopped: as a CUDA
     graph a step (the default; the resumed run launches its first steps from Python again, then captures
-    a graph of its own), compiled, and launched from Python. On a GPU this needs kernels that add in a
+    a graph of its own), compiled and graphed, and launched from Python. On a GPU this needs kernels that add in a
     fixed order (repeatable_runs) as well as the same random streams: without them the compiled run
     failed here (Inductor's embedding backward adds with atomics). The compiled run also recompiles
     after the resume."""
