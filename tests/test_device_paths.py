@@ -187,14 +187,15 @@ class NoStream:
         pass
 
 
-def test_a_graphed_step_replays_each_steps_batch_and_rate(monkeypatch):
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_a_graphed_step_replays_each_steps_batch_and_rate(dropout, monkeypatch):
     """GraphedStep's plumbing, run on a CPU with a stand-in for the graph: capturing runs nothing, and each
     replay runs the captured step again on the same buffers, writing its loss into the same tensor, as a
     CUDA graph does. The first WARMUP steps are launched; each later one must see its own batch and
     dropout masks (two micro-batches), copied into the buffers the graph reads, and its own learning
     rate. 8 steps end with the losses and weights of 8 launched steps, bit for bit (the rates are powers
-    of 2, which float32 holds exactly: the graph's AdamW reads its rate from a float32 tensor).
-    tests/test_cuda.py runs the real graph."""
+    of 2, which float32 holds exactly: the graph's AdamW reads its rate from a float32 tensor). Without
+    dropout, there are no masks to copy. tests/test_cuda.py runs the real graph."""
     from benchmarks.loops import DEFAULTS
     captured = []
 
@@ -207,7 +208,8 @@ def test_a_graphed_step_replays_each_steps_batch_and_rate(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Stream", lambda device: NoStream())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: NoStream())
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    cpu, args = torch.device("cpu"), argparse.Namespace(**{**vars(DEFAULTS), "batch_size": 4, "grad_accum": 2})
+    cpu = torch.device("cpu")
+    args = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": 4, "grad_accum": 2, "dropout": dropout})
     ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, 1000)
     runs = []
     for graphed in (False, True):
