@@ -87,10 +87,12 @@ def read_npz(path, read, what, hint, damaged, fix):
         raise UserError(f"{path} is {damaged} ({why}); {fix}") from None
 
 
+TRAIN_ONE = "train one with `python -m numpy_gpt.train` (or torch_gpt.train) or pass --checkpoint PATH"
+
+
 def load_weights(path):
     """-> (params, config, chars, meta). Every problem with the file is a UserError naming it."""
-    return read_npz(path, _read_weights, "checkpoint", "train one with `python -m torch_gpt.train` or pass "
-                    "--checkpoint PATH", "truncated or not a tiny-llm .npz weights file",
+    return read_npz(path, _read_weights, "checkpoint", TRAIN_ONE, "truncated or not a tiny-llm .npz weights file",
                     "retrain it or pick another checkpoint")
 
 
@@ -102,8 +104,7 @@ def load_params(path):
             state = _read_state(path, z)
             return state["params"], state["config"], state["vocab"]
         return _read_weights(path, z)[:3]
-    return read_npz(path, read, "checkpoint", "train one with `python -m torch_gpt.train` or pass --checkpoint "
-                    "PATH", "truncated or not a tiny-llm weights file or training state",
+    return read_npz(path, read, "checkpoint", TRAIN_ONE, "truncated or not a tiny-llm weights file or training state",
                     "retrain it or pick another checkpoint")
 
 

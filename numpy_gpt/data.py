@@ -165,5 +165,6 @@ def eval_batches(ids, n_batches, batch_size, block_size, seed, split=0):
 
 def dropout_seed(seed, step, micro_batch=0):
     """A seed for the dropout masks of one micro-batch of one step, keyed like batch_rng, so a resumed
-    run, and W ranks x K micro-batches, draw the same masks as the run they stand for."""
+    run, and W ranks x K micro-batches, draw the same masks as the run they stand for. A plain int,
+    not a Generator as stream() gives: torch_gpt seeds its GPU generator with it too."""
     return int(np.random.SeedSequence([seed, DROPOUT, step, micro_batch]).generate_state(1)[0])

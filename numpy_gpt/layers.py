@@ -268,7 +268,8 @@ def gelu_backward(dout, cache):
 
 
 def dropout_mask(shape, p, rng, dtype=np.float32):
-    """The scaled mask: 0 with probability p, else 1 / (1 - p). torch_gpt draws its masks here too."""
+    """The scaled mask: 0 with probability p, else 1 / (1 - p). torch_gpt draws its masks here too, on a
+    CPU and in float64 (a GPU in float32 draws its own)."""
     return (rng.random(shape, dtype=np.float32) >= p).astype(dtype) / (1.0 - p)
 
 
@@ -327,6 +328,6 @@ def cross_entropy_backward(dloss, cache):
     """
     probs, targets = cache
     N, V = targets.size, probs.shape[-1]
-    dlogits = probs.copy()                                                # (B, T, V)
-    dlogits.reshape(N, V)[np.arange(N), targets.reshape(N)] -= 1.0        # subtract the one-hot
-    return dlogits * (float(dloss) / N)
+    dlogits = probs.reshape(N, V).copy()                                  # (N, V), N = B * T
+    dlogits[np.arange(N), targets.reshape(N)] -= 1.0                      # subtract the one-hot
+    return dlogits.reshape(probs.shape) * (float(dloss) / N)              # (B, T, V)

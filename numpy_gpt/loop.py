@@ -149,6 +149,13 @@ def train(args, backend):
                 f"{backend.threads}, so it will not end bit-identical to a run that never stopped; "
                 f"set OMP_NUM_THREADS={state['threads']} for that")
 
+    # the counters and clocks that the functions below and the loop read and update
+    tokens_per_step = args.batch_size * config.block_size * args.micro_batches
+    rate, stopped = state["tokens_per_s"] if state else 0.0, None
+    progress = Progress(args.steps, args.eval_interval, first_step=step) if backend.master else None
+    start = mark_time = time.perf_counter()
+    mark_step = step
+
     def lr(s):
         return lr_at(s, args.lr, args.min_lr, args.warmup_steps, args.steps)
 
@@ -175,11 +182,6 @@ def train(args, backend):
         progress.say(f"step {step}: train loss {entry['train_loss']:.4f}, val loss {entry['val_loss']:.4f}, "
                      f"{entry['elapsed_s']:.0f}s\n{entry['sample']}\n")
 
-    tokens_per_step = args.batch_size * config.block_size * args.micro_batches
-    rate, stopped = state["tokens_per_s"] if state else 0.0, None
-    progress = Progress(args.steps, args.eval_interval, first_step=step) if backend.master else None
-    start = mark_time = time.perf_counter()
-    mark_step = step
     with StopRequest() as stop:
         while True:
             # a resumed run evaluates its first step too unless the log has it: a stop comes after
@@ -300,11 +302,13 @@ class Progress:
         self.evals += 1
 
     def eta(self, step, now):
+        """Seconds left after `step` optimizer steps: the steps left, and the evaluations left, which
+        include step's own when it is a multiple of the interval (the loop runs it next)."""
         done = step - self.first
         if not done:
             return float("nan")
         per_step = (now - self.start - self.eval_s) / done
-        evals_left = self.total // self.interval - step // self.interval + (self.total % self.interval != 0)
+        evals_left = self.total // self.interval - (step - 1) // self.interval + (self.total % self.interval != 0)
         return (self.total - step) * per_step + evals_left * (self.eval_s / self.evals if self.evals else 0.0)
 
     def update(self, step, loss, tokens_per_s):
@@ -337,8 +341,9 @@ class Progress:
 
 
 class StopRequest:
-    """While active, SIGINT (Ctrl-C) and SIGTERM only set .signum: the training loop checks it after each
-    step, writes its checkpoint and exits, so a stop never lands in the middle of an update.
+    """While active, SIGINT (Ctrl-C) and SIGTERM only set .signum: the training loop checks it each time
+    it reads the loss (after every step, or every backend.sync_every steps), writes its checkpoint and
+    exits, so a stop never lands in the middle of an update.
     A second signal stops at once (files are written atomically, so none is left half-written)."""
 
     def __init__(self):

@@ -53,8 +53,8 @@ def init_params(config, seed=0, dtype=np.float32):
 
 def dropout_masks(config, B, T, p, rng, dtype=np.float32):
     """The 2 * n_layer dropout masks (B, T, C) that gpt_forward(..., p, rng) draws and uses, in order (per
-    layer: attention branch, then MLP branch). torch_gpt trains with these, so the same rng gives both
-    backends the same masks."""
+    layer: attention branch, then MLP branch). torch_gpt trains with these on a CPU and in float64, so
+    the same rng gives both backends the same masks there (a GPU in float32 draws its own)."""
     return [dropout_mask((B, T, config.n_embd), p, rng, dtype) for _ in range(2 * config.n_layer)]
 
 
@@ -185,7 +185,8 @@ def gpt_decode(params, config, token, pos, kv):
         h, _ = layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
         qkv, _ = linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"])   # (B, 3C)
         q, k, v = qkv.reshape(B, 3, H, 1, D).transpose(1, 0, 2, 3, 4)                          # (B, H, 1, D) each
-        kv[l, :, :, :, pos:pos + 1] = k, v
+        kv[l, 0, :, :, pos:pos + 1] = k                                          # (B, H, 1, D) at pos
+        kv[l, 1, :, :, pos:pos + 1] = v
         keys, values = kv[l, 0, :, :, :pos + 1], kv[l, 1, :, :, :pos + 1]                      # (B, H, pos+1, D)
         att = softmax((q * scale) @ keys.transpose(0, 1, 3, 2))                               # (B, H, 1, pos+1)
         a, _ = linear_forward((att @ values).reshape(B, C), params[p + "attn.c_proj.weight"],

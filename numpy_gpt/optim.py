@@ -53,6 +53,9 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.99), eps=1e-8, weight_dec
         m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)      bias correction: m, v start at 0
         p = p - lr * wd * p                   decoupled weight decay (2-D weights only)
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
+
+    The defaults are the trainers' (numpy_gpt.cli, --beta1 --beta2 --weight-decay), not torch.optim.AdamW's
+    (betas (0.9, 0.999), weight_decay 0.01).
     """
     b1, b2 = betas
     state["step"] += 1

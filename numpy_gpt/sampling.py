@@ -71,14 +71,15 @@ def generate_batch(prefill, decode, prompt_ids, num_samples, max_new_tokens, blo
     use_cache=False calls prefill on the whole window for every token instead: the full recompute.
 
     Random numbers: sample i takes the i-th max_new_tokens of rng's uniform numbers (none at
-    temperature 0), as if the samples were drawn one after the other. So a batch writes the text that
-    N one-sample runs would write in turn, and the batch's size changes nothing but the speed.
+    temperature 0), as if the samples were drawn one after the other. So in float64 a batch writes the
+    text that N one-sample runs would write in turn; in float32 the batch's size also changes how the
+    products round, which can flip a rare near-tie, as a change of backend can.
 
     Past block_size: positions are learned only up to block_size, so the window slides. When a new
     token does not fit, the window restarts at the last 3/4 of block_size tokens, re-primed by one
-    prefill, and caching goes on from there. The model thus always sees between 3/4 of block_size and
-    block_size tokens of context, and a re-prime costs one forward every block_size/4 tokens. All the
-    samples have the same length, so they slide together.
+    prefill, and caching goes on from there. Once the window has filled, the model thus always sees
+    between 3/4 of block_size and block_size tokens of context, and a re-prime costs one forward every
+    block_size/4 tokens. All the samples have the same length, so they slide together.
     """
     draws = None if temperature == 0 else rng.random((num_samples, max_new_tokens))
     keep = max(1, block_size * 3 // 4)

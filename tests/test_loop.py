@@ -276,9 +276,11 @@ def test_the_eta_counts_training_steps_and_the_evaluations_left():
     progress.evaluated(5.0)                  # the evaluation at step 0 took 5 s
     # 10 steps done at 25 s: 20 s of training, 2 s a step; evaluations left at 30, 60, 90 and 100
     assert progress.eta(10, now=25.0) == 90 * 2.0 + 4 * 5.0
-    for _ in range(3):
-        progress.evaluated(5.0)              # at 30, 60 and 90
-    assert progress.eta(90, now=200.0) == 10 * 2.0 + 1 * 5.0    # 100's evaluation is left
+    # step 30 done at 65 s: its own evaluation comes next, so 30's, 60's, 90's and 100's are left
+    assert progress.eta(30, now=65.0) == 70 * 2.0 + 4 * 5.0
+    for _ in range(2):
+        progress.evaluated(5.0)              # at 30 and 60
+    assert progress.eta(90, now=195.0) == 10 * 2.0 + 2 * 5.0    # 90's and 100's evaluations are left
     assert progress.eta(0, now=5.0) != progress.eta(0, now=5.0)  # nothing measured yet: NaN, shown as --:--
 
 
