@@ -169,7 +169,8 @@ STATE_FORMAT = "tiny-llm training state v2"
 STATE_PARTS = ("params", "m", "v")       # the weights and AdamW's two moments, each name -> array
 STATE_META = ("step", "adam_step", "config", "vocab", "settings", "elapsed_s", "tokens_per_s", "threads",
               "backend")
-STATE_OPTIONAL = ("precision",)          # newer than the format: a state without it was trained in its dtype
+STATE_OPTIONAL = ("precision", "run")    # newer than the format: without precision, the run trained in its dtype;
+                                         # without run, a --resume goes by its flags alone
 
 
 def save_state(path, state):
@@ -184,6 +185,8 @@ def save_state(path, state):
         elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
         precision    (optional) "float32", "float64" or "bf16 autocast", with " (compiled)" after it for a
                      torch_gpt --compile run, and " (CUDA graph)" for a step replayed as one
+        run          (optional) the run's length and what it measures (numpy_gpt.loop.RUN_FLAGS): steps,
+                     eval_interval, eval_batches, eval_train_batches (positive ints), sample_prompt
     No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
     """
     arrays = {"__format__": np.array(STATE_FORMAT),
@@ -225,6 +228,12 @@ def _read_state(path, z):
             not isinstance(meta["settings"], dict):
         raise UserError(f"{path}: its vocab does not match vocab_size={config.vocab_size}, or its settings are "
                         f"not a dict; it is damaged or foreign")
+    run = meta.get("run", {})
+    counts = [run.get(k, 1) for k in ("steps", "eval_interval", "eval_batches", "eval_train_batches")] \
+        if isinstance(run, dict) else [0]
+    if not all(type(n) is int and n >= 1 for n in counts) or not isinstance(run.get("sample_prompt", ""), str):
+        raise UserError(f"{path}: its run settings ({run!r}) are not positive counts and a prompt; it is damaged "
+                        f"or foreign")
     shapes = param_shapes(config)
     expected = {f"{part}/{name}" for part in STATE_PARTS for name in shapes} | {"__format__", "__meta__"}
     if files != expected:

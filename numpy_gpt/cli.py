@@ -123,13 +123,19 @@ def check_memory(n_layer, n_embd, block_size, batch_size, n_batches, itemsize, f
 # training
 
 
+# the run's length and what it measures: a --resume that leaves one out goes on with the run's own (kid.pt's
+# "run"); --sample-prompt, too, whose default depends on the text
+RUN_DEFAULTS = {"steps": 5000, "eval_interval": 500, "eval_batches": 50, "eval_train_batches": 20}
+
+
 def training_parser(prog, description):
     """The flags of both trainers (numpy_gpt.loop runs them both). Defaults train the kid: the model is
     GPTConfig's defaults."""
     p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     kid = GPTConfig()
-    g = p.add_argument_group("run")
-    g.add_argument("--steps", type=int, default=5000, help="optimizer steps in the whole run")
+    g = p.add_argument_group("run (--resume takes --steps, --eval-* and --sample-prompt from the run where left out)")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps in the whole run (default: {RUN_DEFAULTS['steps']})")
     g.add_argument("--batch-size", type=int, default=32,
                    help="sequences per micro-batch; an optimizer step takes --grad-accum micro-batches in each "
                         "process")
@@ -145,13 +151,16 @@ def training_parser(prog, description):
                         "state, for --resume by either trainer) and, at the end, kid.npz")
     g.add_argument("--resume", action="store_true",
                    help="continue the run saved in OUT/kid.pt, whichever trainer wrote it")
-    g.add_argument("--eval-interval", type=int, default=500,
+    g.add_argument("--eval-interval", type=int, default=None,
                    help="every N steps: estimate the train and val loss, sample from --sample-prompt (into "
-                        "log.jsonl), snapshot the weights into checkpoints/ and save kid.pt")
-    g.add_argument("--eval-batches", type=int, default=50,
-                   help="fixed val batches (of --batch-size full-length sequences) per val loss estimate")
-    g.add_argument("--eval-train-batches", type=int, default=20,
-                   help="fixed train-split batches per train loss estimate (it only draws the curve)")
+                        f"log.jsonl), snapshot the weights into checkpoints/ and save kid.pt (default: "
+                        f"{RUN_DEFAULTS['eval_interval']})")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="fixed val batches (of --batch-size full-length sequences) per val loss estimate "
+                        f"(default: {RUN_DEFAULTS['eval_batches']})")
+    g.add_argument("--eval-train-batches", type=int, default=None,
+                   help="fixed train-split batches per train loss estimate (it only draws the curve) "
+                        f"(default: {RUN_DEFAULTS['eval_train_batches']})")
     g.add_argument("--sample-prompt", default=None,
                    help=f"the text each evaluation's sample continues; every character must be in the text "
                         f"(default: {DEFAULT_PROMPT} where the text has its characters, else the first 8 of the "
@@ -182,7 +191,11 @@ def training_parser(prog, description):
 
 
 def check_training_args(args):
-    """Impossible settings, found before any work is done (the data is not read yet). Fills in --min-lr."""
+    """Impossible settings, found before any work is done (the data is not read yet). Fills in --min-lr and
+    the RUN_DEFAULTS, and lists those left out in args.unset (with sample_prompt, when left out)."""
+    args.unset = [k for k in (*RUN_DEFAULTS, "sample_prompt") if getattr(args, k) is None]
+    for k in args.unset:
+        setattr(args, k, RUN_DEFAULTS.get(k))
     check_at_least(args, 1, "--steps", "--batch-size", "--eval-interval", "--eval-batches", "--eval-train-batches",
                    "--n-layer", "--n-head", "--n-embd", "--block-size", "--grad-accum")
     if args.warmup_steps < 0:

@@ -50,6 +50,9 @@ SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
 TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
                     "beta1", "beta2", "grad_clip", "dropout", "micro_batches")
 
+# the run's length and what it measures, kept in kid.pt: a --resume takes the ones its flags leave out
+RUN_FLAGS = ("steps", "eval_interval", "eval_batches", "eval_train_batches", "sample_prompt")
+
 Data = namedtuple("Data", "tokenizer config train_ids val_ids evals")
 
 
@@ -89,6 +92,23 @@ def check_resume(state, config, tokenizer, args, path):
                         f"(--steps may change), or a new --out to start another run")
 
 
+def resume_run_flags(state, args, say):
+    """A resumed run goes on as it was started: the RUN_FLAGS its command leaves out (args.unset) are the
+    state's. One given that differs is the user's choice (a longer --steps trains on); say so once."""
+    run = state.get("run", {})          # a state written before "run" existed: the flags, as given
+    for k in RUN_FLAGS:
+        if k not in run or run[k] == getattr(args, k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        if k in args.unset:
+            setattr(args, k, run[k])
+        elif k == "steps":
+            say(f"note: the run was started with --steps {run[k]}; it now goes to {args.steps}, and the "
+                f"learning rate decays over the new length from here on")
+        else:
+            say(f"note: the run was started with {flag} {run[k]!r}; it goes on with {getattr(args, k)!r}")
+
+
 def remove_stale_temporaries(out):
     """Delete the temporary files a writer killed mid-write left behind (atomic_write's .NAME.XXXX.tmp):
     never whole, never read, and each kill -9 would otherwise leave one more."""
@@ -110,17 +130,19 @@ def train(args, backend):
     out = Path(args.out)
     kid_pt = out / "kid.pt"
     say = print if backend.master else (lambda *a, **k: None)
+    state = load_state(kid_pt) if args.resume else None
+    if state:
+        resume_run_flags(state, args, say)
     data = prepare_data(args)
     tokenizer, config = data.tokenizer, data.config
+    if state:
+        check_resume(state, config, tokenizer, args, kid_pt)
     if args.sample_prompt is None:
         args.sample_prompt = default_prompt(tokenizer.chars)
     try:
         tokenizer.encode(args.sample_prompt)
     except UserError as e:
         raise UserError(f"--sample-prompt has {e}") from None
-    state = load_state(kid_pt) if args.resume else None
-    if state:
-        check_resume(state, config, tokenizer, args, kid_pt)
     if backend.master:
         remove_stale_temporaries(out)
     backend.start(data, state)
@@ -162,6 +184,7 @@ def train(args, backend):
     def training_state(params):
         return {**backend.optimizer_state(), "params": params, "step": step, "config": config.to_dict(),
                 "vocab": tokenizer.chars, "settings": {k: getattr(args, k) for k in TRAJECTORY_FLAGS},
+                "run": {k: getattr(args, k) for k in RUN_FLAGS},
                 "elapsed_s": elapsed_before + time.perf_counter() - start, "tokens_per_s": rate,
                 "threads": backend.threads, "backend": backend.name, "precision": backend.precision}
 

@@ -243,10 +243,28 @@ def test_resume_of_a_finished_run_has_nothing_to_do(trainer, small_text, tmp_pat
     before = (out / "kid.pt").read_bytes()
     result = train(trainer, small_text, out, "--steps", "4", "--eval-interval", "2", "--resume")
     assert result.returncode == 0 and "already at step 4 of --steps 4: nothing to do" in result.stdout
+    bare = train(trainer, small_text, out, "--resume")          # no --steps: the run's own 4, not the default
+    assert bare.returncode == 0 and "already at step 4 of --steps 4: nothing to do" in bare.stdout
     assert (out / "kid.pt").read_bytes() == before
-    longer = train(trainer, small_text, out, "--steps", "6", "--eval-interval", "2", "--resume")
+    longer = train(trainer, small_text, out, "--steps", "6", "--resume")       # the run's own --eval-interval
     assert longer.returncode == 0, longer.stderr
+    assert "the run was started with --steps 4; it now goes to 6" in longer.stdout
     assert [e["step"] for e in read_log(out)] == [0, 2, 4, 6]
+
+
+def test_a_resume_that_leaves_out_the_runs_length_goes_on_as_the_run_was_started(small_text, straight, tmp_path):
+    """The README's bare `--out DIR --resume` after a run started with its own --steps, --eval-interval,
+    --eval-batches, --eval-train-batches and --sample-prompt: kid.pt keeps them, and the resumed run
+    writes the files of the run that never stopped, not a run of the defaults' length."""
+    flags = ["--steps", "6", "--eval-interval", "2", "--sample-prompt", "Fir"]
+    stopped = tmp_path / "stopped"
+    assert train_until("numpy_gpt", 3, small_text, stopped, *flags).returncode == 128 + signal.SIGTERM
+    model = SMALL[:SMALL.index("--eval-batches")]             # SMALL without its --eval-batches 4 --eval-train-batches 4
+    resumed = run("-m", "numpy_gpt.train", "--data", str(small_text), "--out", str(stopped), *model, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {stopped / 'kid.pt'} at step 3 of 6" in resumed.stdout
+    assert without_timing(read_log(stopped)) == without_timing(read_log(straight("numpy_gpt", *flags)))
+    assert same_weights(stopped / "kid.npz", straight("numpy_gpt", *flags) / "kid.npz")
 
 
 @BOTH
@@ -383,6 +401,9 @@ def test_truncated_foreign_and_damaged_states_are_refused_in_one_line(state_file
     state["m"]["wte.weight"] = np.full_like(state["params"]["wte.weight"], np.nan)
     save_state(state_file, {**state, "config": state["config"].to_dict()})
     assert_user_error(resume(state_file, small_text), "m/wte.weight contains NaN or inf")
+    state["m"]["wte.weight"] = state["params"]["wte.weight"].copy()
+    save_state(state_file, {**state, "config": state["config"].to_dict(), "run": {**state["run"], "steps": "2"}})
+    assert_user_error(resume(state_file, small_text), "its run settings ({'steps': '2', ")
 
 
 class Exploit:
