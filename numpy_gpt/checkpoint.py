@@ -185,7 +185,7 @@ def save_state(path, state):
         elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
         precision    (optional) "float32", "float64" or "bf16 autocast", with " (compiled)" after it for a
                      torch_gpt --compile run, and " (CUDA graph)" for a step replayed as one
-        run          (optional) the run's length and what it measures (numpy_gpt.loop.RUN_FLAGS): steps,
+        run          (optional) the run's length and what it measures (numpy_gpt.cli.RUN_FLAGS): steps,
                      eval_interval, eval_batches, eval_train_batches (positive ints), sample_prompt
     No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
     """

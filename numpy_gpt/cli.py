@@ -124,8 +124,9 @@ def check_memory(n_layer, n_embd, block_size, batch_size, n_batches, itemsize, f
 
 
 # the run's length and what it measures: a --resume that leaves one out goes on with the run's own (kid.pt's
-# "run"); --sample-prompt, too, whose default depends on the text
+# "run"); --sample-prompt too, whose default depends on the text
 RUN_DEFAULTS = {"steps": 5000, "eval_interval": 500, "eval_batches": 50, "eval_train_batches": 20}
+RUN_FLAGS = (*RUN_DEFAULTS, "sample_prompt")
 
 
 def training_parser(prog, description):
@@ -193,7 +194,7 @@ def training_parser(prog, description):
 def check_training_args(args):
     """Impossible settings, found before any work is done (the data is not read yet). Fills in --min-lr and
     the RUN_DEFAULTS, and lists those left out in args.unset (with sample_prompt, when left out)."""
-    args.unset = [k for k in (*RUN_DEFAULTS, "sample_prompt") if getattr(args, k) is None]
+    args.unset = [k for k in RUN_FLAGS if getattr(args, k) is None]
     for k in args.unset:
         setattr(args, k, RUN_DEFAULTS.get(k))
     check_at_least(args, 1, "--steps", "--batch-size", "--eval-interval", "--eval-batches", "--eval-train-batches",

@@ -39,7 +39,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from .checkpoint import atomic_write, load_state, load_weights, save_state, save_weights
-from .cli import check_output, check_training_args, keep_freed_memory, model_config
+from .cli import RUN_FLAGS, check_output, check_training_args, keep_freed_memory, model_config
 from .config import UserError
 from .data import SAMPLE, CharTokenizer, default_prompt, eval_batches, load_text, split_train_val, stream
 from .optim import lr_at
@@ -49,9 +49,6 @@ SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
 # the settings that shape the trajectory: a resumed run must use the same ones
 TRAJECTORY_FLAGS = ("batch_size", "seed", "dtype", "lr", "min_lr", "warmup_steps", "weight_decay",
                     "beta1", "beta2", "grad_clip", "dropout", "micro_batches")
-
-# the run's length and what it measures, kept in kid.pt: a --resume takes the ones its flags leave out
-RUN_FLAGS = ("steps", "eval_interval", "eval_batches", "eval_train_batches", "sample_prompt")
 
 Data = namedtuple("Data", "tokenizer config train_ids val_ids evals")
 
