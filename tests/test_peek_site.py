@@ -86,6 +86,17 @@ def test_every_page_loads_clean_with_screenshots(browser, site):
                     assert_no_problems(problems(page))
 
 
+def test_behind_the_scenes_gives_the_runs_own_time(browser, site):
+    """Page 9's wall time is the log's last elapsed_s: in seconds for a run this short (in minutes it
+    would read 0.0), in minutes for one over a minute."""
+    elapsed = json.loads((site["checkpoint"].parent / "log.jsonl").read_text().splitlines()[-1])["elapsed_s"]
+    assert elapsed < 60
+    with served(site["dir"]) as url, browser_page(browser, url) as page:
+        visit(page, url + page_name(9))
+        page.wait_for_selector("body[data-ready=yes]")
+        assert f"{elapsed:.1f} seconds, evaluations included" in page.locator("main").inner_text()
+
+
 def test_live_steps_respond(browser, site):
     with served(site["dir"]) as url, browser_page(browser, url) as page:
         visit(page, url + page_name(5))

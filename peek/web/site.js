@@ -377,7 +377,10 @@ async function behind(d) {
   if (last) {
     rows.push(["evaluations", `${log.length}, every ${log.length > 1 ? log[1].step - log[0].step : "-"} steps`],
               ["final losses", `train ${fmt(last.train_loss, 4)}, val ${fmt(last.val_loss, 4)} at step ${last.step}`]);
-    if (last.elapsed_s !== undefined) rows.push(["wall time", `${(last.elapsed_s / 60).toFixed(1)} minutes, evaluations included`]);
+    if (last.elapsed_s !== undefined) {
+      const t = last.elapsed_s, took = t < 60 ? `${t.toFixed(1)} seconds` : `${(t / 60).toFixed(1)} minutes`;  // a short run, in seconds
+      rows.push(["wall time", `${took}, evaluations included`]);
+    }
     const lrs = log.filter((e) => e.lr !== undefined).map((e) => e.lr);
     if (lrs.length) rows.push(["learning rate", `peak ${Math.max(...lrs).toExponential(1)} (logged at each evaluation)`]);
     const rates = log.filter((e) => e.tokens_per_s).map((e) => e.tokens_per_s);
