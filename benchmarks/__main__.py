@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt import GPTConfig
-from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
+from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, check_output, run_cli
 
 from .loops import QUICK, flops_per_step, sampler, time_calls
 
@@ -56,12 +56,12 @@ def matmul_peak(n, repeats, bf16):
     bf16, torch's bfloat16 mm as well (oneDNN's, on AMX where the CPU has it)."""
     import torch
 
-    import torch_gpt.model
+    import torch_gpt.kernels
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     routines = [("numpy", lambda: a @ b), ("torch mm", lambda: ta @ tb)]
-    if torch_gpt.model.ONEDNN_LINEAR:
+    if torch_gpt.kernels.ONEDNN_LINEAR:
         routines.append(("torch oneDNN", lambda: torch.ops.mkldnn._linear_pointwise(ta, tb, None, "none", [], "")))
     if bf16:
         ha, hb = ta.bfloat16(), tb.bfloat16()
@@ -114,12 +114,12 @@ SAMPLE_BATCH = 32
 
 
 def run(quick, repeats):
-    import torch_gpt.model
+    import torch_gpt.kernels
     from torch_gpt.train import cpu_has_bf16
     config = QUICK if quick else GPTConfig()
     batch, bf16 = 32, cpu_has_bf16()
     backends = (["torch"] + ["torch-bf16"] * bf16 + ["torch-bf16-compile"] * (bf16 and not quick) +
-                ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"])     # compiling: too slow for --quick
+                ["torch-mm"] * torch_gpt.kernels.ONEDNN_LINEAR + ["numpy"])     # compiling: too slow for --quick
     r = {"quick": quick, "machine": machine(), "config": config.to_dict(), "batch_size": batch,
          "flops_per_step": flops_per_step(config, batch),
          "flops_per_step_causal": flops_per_step(config, batch, causal_only=True)}

@@ -19,8 +19,8 @@ import json
 import statistics
 
 from numpy_gpt import GPTConfig
-from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, check_output, run_cli
+from numpy_gpt.machinery.errors import UserError
 
 from .loops import QUICK, flops_per_step, time_calls, torch_train_step
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from numpy_gpt import GPTConfig, init_params
-from numpy_gpt.cli import (ArgumentParser, check_at_least, check_memory, check_training_args, keep_freed_memory,
+from numpy_gpt.machinery.cli import (ArgumentParser, check_at_least, check_memory, check_training_args, keep_freed_memory,
                            run_cli, training_parser)
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
 from numpy_gpt.sampling import generate_batch
@@ -75,8 +75,8 @@ def reset_peak(path="/proc/self/clear_refs"):
 def numpy_train_step(config, batch_size):
     """-> step(): one numpy_gpt training step, exactly as the trainer runs it (float32): its backend draws
     the batch and the dropout masks, then forward and backward in one thread per core, clipping, AdamW."""
-    from numpy_gpt.loop import Data
-    from numpy_gpt.train import NumpyBackend
+    from numpy_gpt.machinery.loop import Data
+    from numpy_gpt.machinery.threaded import NumpyBackend
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": batch_size, "grad_accum": 1})
     backend = NumpyBackend(settings)
     train_ids = np.random.default_rng(0).integers(0, config.vocab_size, 100_000)
@@ -133,7 +133,7 @@ def sampler(backend, config, use_cache, n_new, batch=1, prompt=(0, 1, 2, 3, 4, 5
     seed 0) from a random init, as python -m numpy_gpt.sample and torch_gpt.sample do."""
     params = init_params(config, seed=0)
     if backend == "numpy":
-        from numpy_gpt.sample import one_blas_thread
+        from numpy_gpt.machinery.threaded import one_blas_thread
         one_blas_thread()           # as python -m numpy_gpt.sample runs; for the rest of this process
         kv = new_kv_cache(params, config, batch)
         prefill = lambda window: gpt_prefill(params, config, window, kv)                      # noqa: E731
@@ -189,8 +189,8 @@ def main(argv=None):
     check_memory(config.n_layer, config.n_embd, config.block_size, args.batch_size, 1, 4, "lower --batch-size")
     keep_freed_memory()                 # as the trainers do
     if args.backend == "torch-mm":
-        import torch_gpt.model
-        torch_gpt.model.ONEDNN_LINEAR = False
+        import torch_gpt.kernels
+        torch_gpt.kernels.ONEDNN_LINEAR = False
     if args.backend == "numpy":
         step = numpy_train_step(config, args.batch_size)
     else:

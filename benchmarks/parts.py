@@ -2,7 +2,7 @@
 
     attention    one layer's causal attention, forward and backward, at the kid's training shape, under
                  CPU bfloat16 autocast: torch's scaled_dot_product_attention (its CPU flash kernel)
-                 against torch_gpt.model.causal_products, which torch_gpt uses there
+                 against torch_gpt.kernels.causal_products, which torch_gpt uses there
     GELU         the MLP's GELU, forward and backward, at the kid's training shape: TanhGELU (torch_gpt's
                  float32 CPU form) against torch's fused F.gelu, in float32 and in bfloat16
     masks        one step's dropout masks, drawn by NumPy (numpy_gpt.model.dropout_masks), as both
@@ -25,7 +25,7 @@ import statistics
 import numpy as np
 
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward
-from numpy_gpt.cli import ArgumentParser, check_at_least, check_training_args, keep_freed_memory, run_cli, \
+from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, check_training_args, keep_freed_memory, run_cli, \
     training_parser
 from numpy_gpt.model import dropout_masks
 
@@ -42,7 +42,7 @@ def attention(config, B, repeats):
     import torch
     import torch.nn.functional as F
 
-    from torch_gpt.model import causal_products
+    from torch_gpt.kernels import causal_products
     H, T, D = config.n_head, config.block_size, config.n_embd // config.n_head
     q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
 
@@ -59,7 +59,7 @@ def gelu(config, B, repeats):
     import torch
     import torch.nn.functional as F
 
-    from torch_gpt.model import TanhGELU
+    from torch_gpt.kernels import TanhGELU
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(B, config.block_size, 4 * config.n_embd, dtype=dtype, requires_grad=True)
@@ -71,8 +71,8 @@ def gelu(config, B, repeats):
 
 def numpy_backend(config, B, evals=None):
     """numpy_gpt's trainer backend at batch B, its weights from the default --seed, evals its val batches."""
-    from numpy_gpt.loop import Data
-    from numpy_gpt.train import NumpyBackend
+    from numpy_gpt.machinery.loop import Data
+    from numpy_gpt.machinery.threaded import NumpyBackend
     settings = argparse.Namespace(**{**vars(DEFAULTS), "batch_size": B, "grad_accum": 1})
     backend = NumpyBackend(settings)
     with contextlib.redirect_stdout(io.StringIO()):     # its line about the model, not this table's
@@ -87,9 +87,9 @@ def numpy_step(config, B, repeats):
     x, y = np.random.default_rng(0).integers(0, config.vocab_size, (2, B, config.block_size))
 
     def one_part():
-        gpt_backward(params, config, gpt_forward(params, config, x, y)[3])
+        gpt_backward(params, config, gpt_forward(params, config, x, y)[2])
     return {"one part": median_ms(one_part, repeats),
-            f"{backend.threads} parts, one a thread": median_ms(lambda: backend.forward_backward(x, y, None), repeats)}
+            f"{backend.threads} parts, one a thread": median_ms(lambda: backend.forward_backward(params, config, x, y, None), repeats)}
 
 
 def numpy_eval(config, B, n_batches, repeats):

@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from numpy_gpt.checkpoint import load_weights
-from numpy_gpt.cli import ArgumentParser, check_at_least, check_output, run_cli
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.checkpoint import load_weights
+from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, check_output, run_cli
+from numpy_gpt.machinery.errors import UserError
 
 PROMPT = "ROMEO:"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

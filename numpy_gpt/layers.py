@@ -6,8 +6,7 @@ Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab, 
     x_backward(dout, cache)    -> gradients of the forward's inputs and params, in the same order
 
 Every backward quotes the forward line it differentiates and names its terms. A gradient is called
-d<name of the forward tensor>. No forward or backward changes its inputs or dout in place; the two
-helpers whose names end in _ (softmax_, softmax_backward_) overwrite their first argument, as torch's do.
+d<name of the forward tensor>. No forward or backward changes its inputs or dout in place.
 """
 import math
 
@@ -117,18 +116,6 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def softmax_(x):
-    """softmax(x), computed in x's own memory, which it overwrites -> x.
-
-    Attention uses this form: its scores are (B, H, T, T), the largest arrays of the model, and the
-    textbook form above makes two new ones. tests/test_layers.py checks that the two forms agree.
-    """
-    x -= x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
-
-
 def softmax_backward(datt, att):
     """datt, att (..., T) -> dscores (...,T), for att = softmax(scores).
 
@@ -137,17 +124,6 @@ def softmax_backward(datt, att):
         term 2: att * sum(att * datt)    through the normalizing sum
     """
     return att * (datt - (att * datt).sum(axis=-1, keepdims=True))
-
-
-def softmax_backward_(datt, att):
-    """softmax_backward(datt, att), computed in datt's memory, which it overwrites -> dscores.
-
-    The same two terms, without (B, H, T, T) temporaries: the row sums of att * datt come from one
-    einsum. Attention uses this form; tests/test_layers.py checks that it agrees with the one above.
-    """
-    datt -= np.einsum("...j,...j->...", att, datt)[..., None]
-    datt *= att
-    return datt
 
 
 def causal_mask(T, dtype):
@@ -178,7 +154,7 @@ def attention_forward(qkv, n_head):
     q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], n_head) for i in range(3))   # (B, H, T, D)
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)        # (B, H, T, T) = q @ k^T * scale
     scores += causal_mask(T, qkv.dtype)                   # future positions get -inf
-    att = softmax_(scores)                                # (B, H, T, T), rows sum to 1 (in scores' memory)
+    att = softmax(scores)                                 # (B, H, T, T), rows sum to 1
     y = att @ v                                           # (B, H, T, D)
     return merge_heads(y), (q, k, v, att, scale)
 
@@ -192,7 +168,7 @@ def attention_backward(dy, cache):
     dv = att.transpose(0, 1, 3, 2) @ dy                   # (B, H, T, D)
     # forward: att = softmax(scores). Masked entries have att = 0, so their gradient is 0: the mask
     # needs no backward of its own.
-    dscores = softmax_backward_(datt, att)                # (B, H, T, T), in datt's memory
+    dscores = softmax_backward(datt, att)                 # (B, H, T, T)
     # forward: scores = q @ k^T * scale
     dq = dscores @ (k * scale)                            # (B, H, T, D)
     dk = dscores.transpose(0, 1, 3, 2) @ (q * scale)      # (B, H, T, D)
@@ -205,7 +181,7 @@ def attention_backward(dy, cache):
 GELU_K = math.sqrt(2.0 / math.pi)   # a Python float: a NumPy float64 scalar would upcast float32 arrays
 
 
-def gelu_forward_textbook(x):
+def gelu_forward(x):
     """x (...) -> out (...). Saves x and tanh(u), so the backward needs no second tanh."""
     # out = 0.5 * x * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 * x^3)
     u = GELU_K * (x + 0.044715 * (x * x * x))
@@ -214,7 +190,7 @@ def gelu_forward_textbook(x):
     return out, (x, th)
 
 
-def gelu_backward_textbook(dout, cache):
+def gelu_backward(dout, cache):
     """dout (...) -> dx (...)."""
     x, th = cache
     # forward: out = 0.5 * x * (1 + tanh(u))
@@ -224,41 +200,6 @@ def gelu_backward_textbook(dout, cache):
     term1 = 0.5 * (1.0 + th)
     term2 = 0.5 * x * (1.0 - th * th) * (GELU_K * (1.0 + 3 * 0.044715 * (x * x)))
     return dout * (term1 + term2)
-
-
-# The model runs the two functions below: the textbook forms above, computed in one work array each
-# instead of a new array per operation. GELU's (B, T, 4C) arrays are the model's largest after
-# attention's, and this makes the pair about 40% faster. tests/test_layers.py checks that they agree.
-
-def gelu_forward(x):
-    """x (...) -> out (...), as gelu_forward_textbook."""
-    th = x * x
-    th *= 0.044715 * GELU_K
-    th += GELU_K
-    th *= x                              # u = sqrt(2/pi) * (x + 0.044715 * x^3)
-    np.tanh(th, out=th)                  # tanh(u)
-    out = th + 1.0
-    out *= x
-    out *= 0.5                           # 0.5 * x * (1 + tanh(u))
-    return out, (x, th)
-
-
-def gelu_backward(dout, cache):
-    """dout (...) -> dx (...), as gelu_backward_textbook.
-
-    term 1 + term 2 = 0.5 * (1 + tanh(u)) * (1 + x * (1 - tanh(u)) * du/dx),  as 1 - tanh^2 = (1 - tanh)(1 + tanh)
-    """
-    x, th = cache
-    dx = x * x
-    dx *= 3 * 0.044715 * GELU_K
-    dx += GELU_K
-    dx *= x                              # x * du/dx
-    dx *= 1.0 - th
-    dx += 1.0
-    dx *= th + 1.0
-    dx *= 0.5                            # term 1 + term 2
-    dx *= dout
-    return dx
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,13 +262,14 @@ def cross_entropy_forward(logits, targets):
 
 
 def cross_entropy_backward(dloss, cache):
-    """dloss (scalar, 1.0 for the loss itself) -> dlogits (B, T, V).
-
-    The fused gradient: dlogits = (probs - onehot(targets)) / N. It is what softmax's and log's
-    gradients collapse to; tests/test_layers.py derives it step by step and checks the two agree.
-    """
+    """dloss (scalar, 1.0 for the loss itself) -> dlogits (B, T, V)."""
     probs, targets = cache
-    N, V = targets.size, probs.shape[-1]
-    dlogits = probs.reshape(N, V).copy()                                  # (N, V), N = B * T
-    dlogits[np.arange(N), targets.reshape(N)] -= 1.0                      # subtract the one-hot
-    return dlogits.reshape(probs.shape) * (float(dloss) / N)              # (B, T, V)
+    N = targets.size                                                      # B * T positions
+    # forward: loss = -(1/N) sum_n logprobs[n, y_n],   logprobs[n, j] = logits[n, j] - log sum_i exp(logits[n, i])
+    #   d loss / d logprobs[n, j]       = -1/N where j = y_n, else 0      (the mean of the picked entries)
+    #   d logprobs[n, y] / d logits[n, j] = [j = y] - probs[n, j]          (d/dlogit_j of log sum exp = probs_j)
+    # chain rule, one picked entry per position:
+    #   dlogits[n, j] = -(1/N) ([j = y_n] - probs[n, j]) = (probs[n, j] - onehot[n, j]) / N
+    onehot = np.zeros_like(probs)                                         # (B, T, V)
+    np.put_along_axis(onehot, targets[..., None], 1.0, axis=-1)           # 1 at each target, else 0
+    return (probs - onehot) * (float(dloss) / N)                          # (B, T, V)

@@ -63,22 +63,20 @@ def num_params(params):
 
 
 def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None, masks=None):
-    """idx (B, T) ints, targets (B, T) ints or None -> (logits, loss, acts, cache).
+    """idx (B, T) ints, targets (B, T) ints or None -> (logits, loss, cache).
 
     logits (B, T, V); loss a scalar, or None without targets.
-    acts:  every named activation, the names torch_gpt uses too (parity compares them one by one).
-    cache: each layer's cache, by layer name, for gpt_backward.
+    cache: each layer's cache, by layer name (the names torch_gpt's modules have), for gpt_backward.
     dropout: the probability of dropping each entry of a residual branch (training only; rng draws the
     masks, dropout_masks). The default 0 is the model itself, as evaluation, sampling and parity use it.
     masks: the masks, drawn already (dropout_masks), in place of dropout and rng: a trainer that splits
     a batch hands each part its rows of the whole batch's masks.
     """
-    acts, cache = {}, {}
+    cache = {}
     if masks is None:
         masks = dropout_masks(config, *idx.shape, dropout, rng, params["wte.weight"].dtype) if dropout else \
             [None] * (2 * config.n_layer)
     x, cache["embed"] = embedding_forward(idx, params["wte.weight"], params["wpe.weight"])   # (B, T, C)
-    acts["embed"] = x
     for l in range(config.n_layer):
         p = f"h.{l}."
         # x = x + attn(ln_1(x))
@@ -88,12 +86,8 @@ def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None, masks=
         y, cache[p + "attn"] = attention_forward(qkv, config.n_head)                           # (B, T, C)
         a, cache[p + "attn.c_proj"] = linear_forward(y, params[p + "attn.c_proj.weight"],
                                                      params[p + "attn.c_proj.bias"])            # (B, T, C)
-        q, k, v, att, _ = cache[p + "attn"]
-        acts.update({p + "ln_1": h, p + "attn.q": q, p + "attn.k": k, p + "attn.v": v,
-                     p + "attn.att": att, p + "attn.y": y, p + "attn.c_proj": a})
         a, cache[p + "attn.dropout"] = dropout_forward(a, masks[2 * l])
         x, _ = residual_forward(x, a)
-        acts[p + "res_attn"] = x
         # x = x + mlp(ln_2(x))
         h, cache[p + "ln_2"] = layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
         f, cache[p + "mlp.c_fc"] = linear_forward(h, params[p + "mlp.c_fc.weight"],
@@ -101,18 +95,14 @@ def gpt_forward(params, config, idx, targets=None, dropout=0.0, rng=None, masks=
         g, cache[p + "mlp.gelu"] = gelu_forward(f)                                             # (B, T, 4C)
         m, cache[p + "mlp.c_proj"] = linear_forward(g, params[p + "mlp.c_proj.weight"],
                                                     params[p + "mlp.c_proj.bias"])              # (B, T, C)
-        acts.update({p + "ln_2": h, p + "mlp.c_fc": f, p + "mlp.gelu": g, p + "mlp.c_proj": m})
         m, cache[p + "mlp.dropout"] = dropout_forward(m, masks[2 * l + 1])
         x, _ = residual_forward(x, m)
-        acts[p + "res_mlp"] = x
     h, cache["ln_f"] = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])        # (B, T, C)
     logits, cache["lm_head"] = linear_forward(h, params["lm_head.weight"])                     # (B, T, V)
-    acts.update({"ln_f": h, "logits": logits})
     loss = None
     if targets is not None:
         loss, cache["loss"] = cross_entropy_forward(logits, targets)
-        acts["loss"] = loss
-    return logits, loss, acts, cache
+    return logits, loss, cache
 
 
 def gpt_backward(params, config, cache):
@@ -160,11 +150,12 @@ def new_kv_cache(params, config, batch_size):
 def gpt_prefill(params, config, idx, kv):
     """Run the whole forward over idx (B, T), keep its keys and values in kv -> logits (B, V) of the
     last position. The next new position is T."""
-    logits, _, acts, _ = gpt_forward(params, config, idx)
+    logits, _, cache = gpt_forward(params, config, idx)
     T = idx.shape[1]
     for l in range(config.n_layer):
-        kv[l, 0, :, :, :T] = acts[f"h.{l}.attn.k"]     # (B, H, T, D)
-        kv[l, 1, :, :, :T] = acts[f"h.{l}.attn.v"]
+        q, k, v, att, scale = cache[f"h.{l}.attn"]    # attention's cache holds its keys and values
+        kv[l, 0, :, :, :T] = k                        # (B, H, T, D)
+        kv[l, 1, :, :, :T] = v
     return logits[:, -1]
 
 

@@ -54,7 +54,7 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.99), eps=1e-8, weight_dec
         p = p - lr * wd * p                   decoupled weight decay (2-D weights only)
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
 
-    The defaults are the trainers' (numpy_gpt.cli, --beta1 --beta2 --weight-decay), not torch.optim.AdamW's
+    The defaults are the trainers' (numpy_gpt.machinery.cli, --beta1 --beta2 --weight-decay), not torch.optim.AdamW's
     (betas (0.9, 0.999), weight_decay 0.01).
     """
     b1, b2 = betas

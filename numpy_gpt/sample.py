@@ -4,21 +4,11 @@ The KV cache makes each new character cost one position's forward (numpy_gpt.mod
 """
 import numpy as np
 
-from .checkpoint import load_params
-from .cli import check_sampling_args, run_cli, sampling_parser, stream_samples
 from .data import CharTokenizer
+from .machinery.checkpoint import load_params
+from .machinery.cli import check_sampling_args, run_cli, sampling_parser, stream_samples
+from .machinery.threaded import one_blas_thread
 from .model import gpt_decode, gpt_prefill, new_kv_cache
-
-
-def one_blas_thread():
-    """-> a context manager that runs BLAS on one thread.
-
-    Generation at batch 1 is a chain of tiny products. OpenBLAS splits even these across every core,
-    and its threads then spend more time meeting than working: on a machine where anything else is
-    running, 10x more (126 against 1,200 characters/s on 2 busy cores). One thread is fastest.
-    """
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def parser():

@@ -8,8 +8,8 @@ Exits 1 on any mismatch.
 import argparse
 import time
 
-from numpy_gpt.cli import SEED_MAX, ArgumentParser, check_output, check_seed, run_cli
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.cli import SEED_MAX, ArgumentParser, check_output, check_seed, run_cli
+from numpy_gpt.machinery.errors import UserError
 
 from .compare import format_report, run_parity
 
@@ -57,7 +57,7 @@ def main(argv=None):
 def write_summary(path, report, dtype, source):
     """The summary table as JSON: per section its tensor count, worst tensor, max rel and tolerance."""
     import json
-    from numpy_gpt.checkpoint import atomic_write
+    from numpy_gpt.machinery.checkpoint import atomic_write
     sections = []
     for title, rows in report.sections:
         w = max(rows, key=lambda r: r.max_rel / r.tol)

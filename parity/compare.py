@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
+import numpy_gpt.model
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
-from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.machinery.checkpoint import load_weights
 from numpy_gpt.data import dropout_seed
 from numpy_gpt.model import dropout_masks
-from numpy_gpt.cli import check_training_args
+from numpy_gpt.machinery.cli import check_training_args
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 from torch_gpt.model import GPT
 from torch_gpt import train as trainer      # its optimizer and step, called as the trainer calls them
@@ -145,22 +148,143 @@ def torch_model(params, config, torch_dtype):
     return model
 
 
+# ------------------------------------------------------------------------------------------------
+# the named activations, watched from outside the models
+#
+# Both models only compute. numpy_gpt's activations are the outputs of the layer functions gpt_forward
+# calls, recorded as it calls them (watch_layers: NumPy's counterpart of torch's forward hooks), and
+# attention's q, k, v and att are in the cache its backward keeps. torch_gpt's come from forward hooks
+# on its modules, and att from its written-out softmax (the `fast = False` path).
+
+# the layer functions gpt_forward calls for one block, in order, each with the name of its output
+# (None: not compared; c_attn's output is q, k and v side by side, a dropout's is its branch masked)
+BLOCK_CALLS = [("layernorm_forward", "ln_1"), ("linear_forward", None), ("attention_forward", "attn.y"),
+               ("linear_forward", "attn.c_proj"), ("dropout_forward", None), ("residual_forward", "res_attn"),
+               ("layernorm_forward", "ln_2"), ("linear_forward", "mlp.c_fc"), ("gelu_forward", "mlp.gelu"),
+               ("linear_forward", "mlp.c_proj"), ("dropout_forward", None), ("residual_forward", "res_mlp")]
+
+
+def forward_calls(config, with_loss):
+    """[(layer function, activation name or None)] of one gpt_forward, in the order it calls them."""
+    calls = [("embedding_forward", "embed")]
+    for l in range(config.n_layer):
+        calls += [(f, name and f"h.{l}.{name}") for f, name in BLOCK_CALLS]
+    calls += [("layernorm_forward", "ln_f"), ("linear_forward", "logits")]
+    return calls + [("cross_entropy_forward", "loss")] * with_loss
+
+
+@contextlib.contextmanager
+def watch_layers(module=numpy_gpt.model):
+    """While active, every layer function the module calls (its *_forward globals) appends (function
+    name, output) to the list this yields. The functions run unchanged; only their results are kept."""
+    seen, originals = [], {n: f for n, f in vars(module).items()
+                           if n.endswith("_forward") and n != "gpt_forward" and callable(f)}
+
+    def watched(name, f):
+        def call(*args, **kwargs):
+            out = f(*args, **kwargs)
+            seen.append((name, out))
+            return out
+        return call
+    for name, f in originals.items():
+        setattr(module, name, watched(name, f))
+    try:
+        yield seen
+    finally:
+        for name, f in originals.items():
+            setattr(module, name, f)
+
+
 def numpy_forward_backward(params, config, x, y):
-    """-> (acts, grads) from numpy_gpt."""
-    _, _, acts, cache = gpt_forward(params, config, x, y)
+    """-> (acts, grads) from numpy_gpt: every named activation, and every parameter's gradient."""
+    with watch_layers() as seen:
+        _, _, cache = gpt_forward(params, config, x, y)
+    calls = forward_calls(config, with_loss=True)
+    if [f for f, _ in calls] != [f for f, _ in seen]:
+        raise RuntimeError(f"gpt_forward called {[f for f, _ in seen]}, not the layers parity names "
+                           f"{[f for f, _ in calls]}; update parity.compare.BLOCK_CALLS")
+    acts = {name: out for (_, name), (_, (out, _)) in zip(calls, seen) if name}
+    for l in range(config.n_layer):
+        q, k, v, att, _ = cache[f"h.{l}.attn"]              # what attention's backward keeps
+        acts.update({f"h.{l}.attn.q": q, f"h.{l}.attn.k": k, f"h.{l}.attn.v": v, f"h.{l}.attn.att": att})
     return acts, gpt_backward(params, config, cache)
+
+
+class SoftmaxCalls(TorchFunctionMode):
+    """While active, the output of every F.softmax call, in order, in .outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is F.softmax:
+            self.outputs.append(out)
+        return out
+
+
+@contextlib.contextmanager
+def torch_activations(model):
+    """While active, model's forward (run with its written-out attention) fills the dict this yields
+    with every named activation, by forward hooks on its modules: a module's output, or the input of
+    the module after it where the tensor is no module's output (the residual stream, attention's y)."""
+    acts, hooks = {}, []
+    H = model.config.n_head
+
+    def output(name):
+        return lambda module, args, out: acts.__setitem__(name, out)
+
+    def input_(name):
+        return lambda module, args: acts.__setitem__(name, args[0])
+
+    def heads(prefix):
+        def hook(module, args, qkv):                        # c_attn's output (B, T, 3C): q, k, v side by side
+            B, T, C3 = qkv.shape
+            for name, t in zip("qkv", qkv.split(C3 // 3, dim=2)):
+                acts[prefix + name] = t.view(B, T, H, C3 // 3 // H).transpose(1, 2)     # (B, H, T, D)
+        return hook
+    hooks.append(model.h[0].register_forward_pre_hook(input_("embed")))
+    for l, block in enumerate(model.h):
+        p = f"h.{l}."
+        hooks += [block.ln_1.register_forward_hook(output(p + "ln_1")),
+                  block.attn.c_attn.register_forward_hook(heads(p + "attn.")),
+                  block.attn.c_proj.register_forward_pre_hook(input_(p + "attn.y")),
+                  block.attn.c_proj.register_forward_hook(output(p + "attn.c_proj")),
+                  block.ln_2.register_forward_pre_hook(input_(p + "res_attn")),
+                  block.ln_2.register_forward_hook(output(p + "ln_2")),
+                  block.mlp.c_fc.register_forward_hook(output(p + "mlp.c_fc")),
+                  block.mlp.c_proj.register_forward_pre_hook(input_(p + "mlp.gelu")),
+                  block.mlp.c_proj.register_forward_hook(output(p + "mlp.c_proj")),
+                  block.register_forward_hook(output(p + "res_mlp"))]
+    hooks += [model.ln_f.register_forward_hook(output("ln_f")), model.lm_head.register_forward_hook(output("logits"))]
+    attentions = [block.attn for block in model.h]
+    fast = [a.fast for a in attentions]
+    try:
+        for a in attentions:
+            a.fast = False
+        with SoftmaxCalls() as softmax:
+            yield acts
+        for l, att in enumerate(softmax.outputs):
+            acts[f"h.{l}.attn.att"] = att
+    finally:
+        for a, f in zip(attentions, fast):
+            a.fast = f
+        for h in hooks:
+            h.remove()
 
 
 def torch_forward_backward(model, x, y):
     """-> (acts, grads, fast_grads) from torch_gpt, as NumPy arrays.
 
-    acts and grads come from the explicit path (forward with acts=...), fast_grads from the path
-    training uses, with F.scaled_dot_product_attention.
+    acts and grads come from the written-out attention, fast_grads from the path training uses, with
+    F.scaled_dot_product_attention.
     """
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    acts = {}
     model.zero_grad(set_to_none=True)
-    _, loss = model(x, y, acts=acts)
+    with torch_activations(model) as acts:
+        _, loss = model(x, y)
+    acts["loss"] = loss
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
@@ -187,7 +311,7 @@ def train_both(params, config, batches, lr_of_step, torch_dtype, dropout=0.0, se
     for step, (x, y) in enumerate(batches):
         lr = lr_of_step(step)
         # numpy_gpt, as numpy_gpt.train steps
-        _, loss, _, cache = gpt_forward(np_params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
+        _, loss, cache = gpt_forward(np_params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
         grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), DEFAULTS.grad_clip)
         adamw_step(np_params, grads, state, lr, (DEFAULTS.beta1, DEFAULTS.beta2), weight_decay=DEFAULTS.weight_decay)
         np_losses.append(float(loss))

@@ -2,9 +2,9 @@
 import sys
 from pathlib import Path
 
-from numpy_gpt.cli import ArgumentParser, HelpFormatter, check_output, run_cli
-from numpy_gpt.config import UserError
-from numpy_gpt.data import DEFAULT_PROMPT
+from numpy_gpt.machinery.cli import ArgumentParser, HelpFormatter, check_output, run_cli
+from numpy_gpt.machinery.errors import UserError
+from numpy_gpt.machinery.corpus import DEFAULT_PROMPT
 
 
 def add_model_arguments(p):
@@ -56,7 +56,7 @@ def parser():
 
 def load_text_for(args, chars):
     """-> (the training text or None, its file name): --data, else the default corpus where it fits."""
-    from numpy_gpt.data import DEFAULT_CORPUS, load_text
+    from numpy_gpt.machinery.corpus import DEFAULT_CORPUS, load_text
     if args.data is not None:
         text = load_text(args.data)
         if set(text) != set(chars):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import load_weights
-from numpy_gpt.config import UserError, open_input
+from numpy_gpt.machinery.checkpoint import load_weights
+from numpy_gpt.machinery.errors import UserError, open_input
 from numpy_gpt.data import CharTokenizer
 from numpy_gpt.model import gpt_backward, gpt_forward
 from numpy_gpt.layers import softmax
@@ -121,11 +121,11 @@ def prompt_view(params, config, chars, prompt, k=5, gradients=True, attention=Tr
     """
     ids = encode_prompt(prompt, chars, config.block_size)
     idx = np.array([ids])                                               # (1, T)
-    logits, _, acts, _ = gpt_forward(params, config, idx)               # (1, T, V)
+    logits, _, cache = gpt_forward(params, config, idx)                 # (1, T, V)
     probs = softmax(logits[0])                                          # (T, V)
     logprobs = np.log(np.maximum(probs, 1e-300))                        # (T, V)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :min(k, config.vocab_size)]   # (T, k)
-    att = np.stack([acts[f"h.{l}.attn.att"][0] for l in range(config.n_layer)])       # (L, H, T, T)
+    att = np.stack([cache[f"h.{l}.attn"][3][0] for l in range(config.n_layer)])      # (L, H, T, T): q, k, v, att
     view = {
         "text": prompt, "ids": [int(i) for i in ids],
         "probs": probs.tolist(),
@@ -137,7 +137,7 @@ def prompt_view(params, config, chars, prompt, k=5, gradients=True, attention=Tr
     }
     if gradients and len(ids) >= 2:
         x, y = idx[:, :-1], idx[:, 1:]                                  # (1, T - 1) each
-        _, loss, _, cache = gpt_forward(params, config, x, y)
+        _, loss, cache = gpt_forward(params, config, x, y)
         grads = gpt_backward(params, config, cache)
         dx = grads["wpe.weight"][:len(ids) - 1]                          # (T - 1, C) = d loss / d x[t]
         norms = sorted(((name, float(np.linalg.norm(g))) for name, g in grads.items()), key=lambda r: -r[1])

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from numpy_gpt import layers, model
-from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.config import UserError, open_input
+from numpy_gpt.machinery.checkpoint import atomic_write
+from numpy_gpt.machinery.errors import UserError, open_input
 
 from .export import load_export, staged, write_export_files
 
@@ -215,7 +215,7 @@ reverse):</p>
 <h2>LayerNorm</h2>{code_block(layers.layernorm_forward, layers.layernorm_backward)}
 <h2>Linear</h2>{code_block(layers.linear_forward, layers.linear_backward)}
 <h2>Attention</h2>{code_block(layers.attention_forward, layers.attention_backward)}
-<h2>GELU</h2>{code_block(layers.gelu_forward_textbook, layers.gelu_backward_textbook)}
+<h2>GELU</h2>{code_block(layers.gelu_forward, layers.gelu_backward)}
 <h2>The residual connection</h2>{code_block(layers.residual_forward, layers.residual_backward)}
 <h2>The numbers in block 0</h2>
 <div id="block-params"></div>"""

@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.config import GPTConfig, UserError
-from numpy_gpt.data import default_prompt
+from numpy_gpt.machinery.checkpoint import atomic_write
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
+from numpy_gpt.machinery.corpus import default_prompt
 from numpy_gpt.model import num_params
 
 from . import analysis

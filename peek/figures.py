@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.loop import plot_losses
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.checkpoint import atomic_write
+from numpy_gpt.machinery.loop import plot_losses
+from numpy_gpt.machinery.errors import UserError
 
 from .analysis import show_char
 

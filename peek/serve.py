@@ -12,7 +12,7 @@ import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.errors import UserError
 
 # By extension, before Python's mimetypes (which reads /etc/mime.types and differs between machines).
 CONTENT_TYPES = {

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.config import GPTConfig, UserError
+from numpy_gpt.machinery.checkpoint import atomic_write
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
 from numpy_gpt.model import param_shapes
 
 FORMAT, VERSION = "tiny-llm peek weights", 1

@@ -64,7 +64,7 @@ def chromium_or_skip():
 def served(directory, timeout=TIMEOUT_S):
     """Serve directory with peek.serve in a subprocess, on a free port -> its base URL,
     http://127.0.0.1:PORT/. The server is stopped on the way out."""
-    code = ("import sys; from numpy_gpt.cli import run_cli; from peek.serve import serve; "
+    code = ("import sys; from numpy_gpt.machinery.cli import run_cli; from peek.serve import serve; "
             "run_cli(lambda: serve(sys.argv[1], port=0))")
     with tempfile.TemporaryFile("w+") as stderr:
         server = subprocess.Popen([sys.executable, "-c", code, str(Path(directory).resolve())], cwd=ROOT,

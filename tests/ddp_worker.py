@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from numpy_gpt.cli import check_training_args, run_cli
-from numpy_gpt.loop import prepare_data
+from numpy_gpt.machinery.cli import check_training_args, run_cli
+from numpy_gpt.machinery.loop import prepare_data
 from numpy_gpt.optim import lr_at
 from torch_gpt.model import GPT
 from torch_gpt.train import (accumulate_gradients, init_distributed, leave_distributed, make_optimizer,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import torch_gpt.model
+import torch_gpt.kernels
 from torch_gpt.train import cpu_has_bf16
 
 from test_numpy_cli import run
@@ -27,7 +27,7 @@ def test_quick_benchmarks_run_and_report_every_figure(quick):
             "batch 1, KV cache, numpy_gpt", "batch 1, full recompute, numpy_gpt", "batch 1, KV cache, torch_gpt",
             "batch 1, full recompute, torch_gpt", "32 samples as one batch, KV cache, numpy_gpt",
             "32 samples as one batch, KV cache, torch_gpt"]
-    if torch_gpt.model.ONEDNN_LINEAR:
+    if torch_gpt.kernels.ONEDNN_LINEAR:
         rows += ["float32 matmul peak, torch oneDNN", "training step, torch_gpt, float32, Linear on torch's mm"]
     if cpu_has_bf16():
         rows += ["bfloat16 matmul peak, torch mm", "training step, torch_gpt, bf16 autocast"]
@@ -37,7 +37,7 @@ def test_quick_benchmarks_run_and_report_every_figure(quick):
     assert r["quick"] and r["peak_gflops"] > 0 and r["flops_per_step"] > r["flops_per_step_causal"] > 0
     assert r["peak_gflops"] == max(p["gflops"] for name, p in r["peak"].items() if "bf16" not in name)
     assert (r["peak_bf16_gflops"] is not None) is cpu_has_bf16()
-    for backend in ["torch"] + ["torch-bf16"] * cpu_has_bf16() + ["torch-mm"] * torch_gpt.model.ONEDNN_LINEAR + ["numpy"]:
+    for backend in ["torch"] + ["torch-bf16"] * cpu_has_bf16() + ["torch-mm"] * torch_gpt.kernels.ONEDNN_LINEAR + ["numpy"]:
         t = r["train"][backend]
         assert t["seconds"]["n"] >= 3 and t["seconds"]["min"] <= t["seconds"]["median"] <= t["seconds"]["max"]
         assert 0 < t["fraction_of_peak"]

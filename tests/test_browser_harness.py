@@ -144,7 +144,7 @@ def test_a_missing_file_is_404(tmp_path):
         assert get(url + "nothing.json")[0] == 404
 
 
-SERVE = ("import argparse, sys; from numpy_gpt.cli import run_cli; "
+SERVE = ("import argparse, sys; from numpy_gpt.machinery.cli import run_cli; "
          "from peek.serve import add_serve_arguments, run_serve; "
          "p = argparse.ArgumentParser(); add_serve_arguments(p); run_cli(lambda: run_serve(p.parse_args()))")
 

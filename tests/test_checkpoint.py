@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpy_gpt import GPTConfig, UserError, init_params
-from numpy_gpt.checkpoint import FORMAT, atomic_write, load_weights, save_weights
+from numpy_gpt.machinery.checkpoint import FORMAT, atomic_write, load_weights, save_weights
 
 CONFIG = GPTConfig(vocab_size=5, block_size=6, n_layer=1, n_head=2, n_embd=4)
 CHARS = "\nabc!"
@@ -84,7 +84,7 @@ def test_text_and_bare_npy_files_are_named_for_what_they_are_not(tmp_path):
 def test_a_training_state_and_a_weights_file_are_told_apart(saved, tmp_path):
     """kid.pt where weights belong, and weights where kid.pt belongs, each say which file to pass; the
     samplers read either (load_params)."""
-    from numpy_gpt.checkpoint import load_params, load_state, save_state
+    from numpy_gpt.machinery.checkpoint import load_params, load_state, save_state
     params, config, chars, _ = load_weights(saved)
     state = tmp_path / "kid.pt"
     save_state(state, {"params": params, "m": params, "v": params, "step": 3, "adam_step": 3,

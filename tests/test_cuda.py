@@ -18,7 +18,7 @@ import torch
 
 import torch_gpt.train as trainer
 from benchmarks.loops import torch_train_step
-from numpy_gpt.checkpoint import load_state
+from numpy_gpt.machinery.checkpoint import load_state
 from numpy_gpt.config import GPTConfig
 from numpy_gpt.model import dropout_masks
 from parity.compare import TOLERANCE, TRAJECTORY_TOLERANCE, compare

@@ -7,8 +7,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from numpy_gpt import data
-from numpy_gpt.config import GPTConfig, UserError
-from numpy_gpt.data import CharTokenizer, batch_rng, eval_batches, get_batch, load_text, split_train_val
+from numpy_gpt.machinery import corpus
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
+from numpy_gpt.data import CharTokenizer, batch_rng, eval_batches, get_batch, split_train_val
+from numpy_gpt.machinery.corpus import load_text
 from numpy_gpt.model import init_params
 
 from conftest import corpus_path
@@ -51,7 +54,7 @@ def test_default_path_downloads_and_verifies(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     text = load_text()
-    assert urls == [data.TINYSHAKESPEARE_URL] and "char-rnn" in urls[0]
+    assert urls == [corpus.TINYSHAKESPEARE_URL] and "char-rnn" in urls[0]
     assert len(text) == 1_115_394 and (tmp_path / "data" / "tinyshakespeare.txt").read_bytes() == payload
     load_text()                                                   # present now: no second download
     assert len(urls) == 1

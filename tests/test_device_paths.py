@@ -14,8 +14,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import torch_gpt.train as trainer
-from numpy_gpt.config import GPTConfig, UserError
-from torch_gpt.model import GPT, gelu
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
+from torch_gpt.kernels import gelu
+from torch_gpt.model import GPT
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -253,7 +255,7 @@ def test_deterministic_mode_on_a_gpu_and_under_compile(monkeypatch, restore_dete
 def test_causal_products_is_scaled_dot_product_attention():
     """causal_products, the attention of a CPU under bf16 autocast, against torch's causal kernel in
     float64: the same outputs and input gradients, to float64 rounding."""
-    from torch_gpt.model import causal_products
+    from torch_gpt.kernels import causal_products
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g).requires_grad_() for _ in range(3))
     dy = torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g)
@@ -268,7 +270,7 @@ def test_causal_products_is_scaled_dot_product_attention():
 def test_cpu_bf16_step_runs_on_bf16_products(monkeypatch):
     """Under CPU autocast the model's attention is causal_products and its Linears are autocast's bf16
     F.linear, never the float32 OneDNNLinear; without autocast, neither."""
-    import torch_gpt.model as tm
+    import torch_gpt.kernels as tm
     calls, onednn = [], []
     real, real_apply = tm.causal_products, tm.OneDNNLinear.apply
     monkeypatch.setattr(tm, "causal_products", lambda *a: calls.append(1) or real(*a))

@@ -352,7 +352,7 @@ CASES = all_cases()
 
 
 def make_files(folder):
-    from numpy_gpt.checkpoint import save_weights
+    from numpy_gpt.machinery.checkpoint import save_weights
     from numpy_gpt.config import GPTConfig
     from numpy_gpt.model import init_params
     text = corpus_path().read_text(encoding="utf-8")[:8000]
@@ -404,7 +404,7 @@ def make_files(folder):
 
 # modules the commands import, loaded once before forking; never the commands' own modules (runpy
 # warns when the module it runs is imported already), nor what imports them (parity imports torch_gpt.train)
-PRELOAD = ["numpy", "torch", "torch.distributed", "numpy_gpt.cli", "numpy_gpt.checkpoint", "numpy_gpt.model",
+PRELOAD = ["numpy", "torch", "torch.distributed", "numpy_gpt.machinery.cli", "numpy_gpt.machinery.checkpoint", "numpy_gpt.model",
            "torch_gpt.model", "peek.analysis", "peek.export", "peek.build"]
 
 
@@ -594,7 +594,7 @@ def test_the_runner_runs_commands_as_python_m_does(files):
 
 def test_trains_on_a_text_without_romeo(files, tmp_path):
     """torch_gpt.train samples at every evaluation; its default prompt must fit any text."""
-    from numpy_gpt.data import default_prompt
+    from numpy_gpt.machinery.corpus import default_prompt
     text = (files / "text.txt").read_text(encoding="utf-8").lower()      # no R, O, M, E: ROMEO: cannot be the prompt
     (tmp_path / "lower.txt").write_text(text, encoding="utf-8")
     out = tmp_path / "run"

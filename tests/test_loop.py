@@ -1,4 +1,4 @@
-"""numpy_gpt.loop, the one training loop, run through both trainers as a user runs them.
+"""numpy_gpt.machinery.loop, the one training loop, run through both trainers as a user runs them.
 
 Each test runs with each trainer: the same files, stops at any step that resume to the files of a
 run that never stopped, kill -9, the NaN stop, the refusals. Then the training state's format, and
@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from numpy_gpt.checkpoint import load_state, load_weights, save_state
+from numpy_gpt.machinery.checkpoint import load_state, load_weights, save_state
 from numpy_gpt.config import GPTConfig
-from numpy_gpt.loop import Data, Progress
+from numpy_gpt.machinery.loop import Data, Progress
 from numpy_gpt.model import gpt_backward, gpt_forward
-from numpy_gpt.train import NumpyBackend, parser as numpy_parser
+from numpy_gpt.machinery.threaded import NumpyBackend
+from numpy_gpt.train import parser as numpy_parser
 from parity.compare import TRAJECTORY_TOLERANCE, compare
 from torch_gpt.train import cpu_has_bf16
 
@@ -51,7 +52,7 @@ def train_step(self, step, lr):
         signal.raise_signal(signum)
     return step_once(self, step, lr)
 Backend.train_step = train_step
-from numpy_gpt.cli import run_cli
+from numpy_gpt.machinery.cli import run_cli
 run_cli(trainer.main)
 """
 BACKENDS = {"numpy_gpt": "NumpyBackend", "torch_gpt": "TorchBackend"}
@@ -317,8 +318,8 @@ def test_numpy_gpts_threads_only_reorder_the_sums(threads):
     backend.weights = {k: w + 0.1 * rng.standard_normal(w.shape) for k, w in backend.weights.items()}
 
     x, y = rng.integers(0, 11, (2, 8, 16))
-    loss, grads = backend.forward_backward(x, y, None)
-    _, want_loss, _, cache = gpt_forward(backend.weights, config, x, y)
+    loss, grads = backend.forward_backward(backend.weights, config, x, y, None)
+    _, want_loss, cache = gpt_forward(backend.weights, config, x, y)
     want = gpt_backward(backend.weights, config, cache)
     assert loss == pytest.approx(want_loss, rel=1e-13)
     for name, g in want.items():

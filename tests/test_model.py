@@ -91,7 +91,7 @@ def test_whole_model_gradient_matches_finite_differences(case):
     """d loss / d parameter, for every element of every parameter tensor, float64."""
     config, idx, targets, seed = case
     params = random_weights(config, np.random.default_rng(seed))
-    _, loss, _, cache = gpt_forward(params, config, idx, targets)
+    _, loss, cache = gpt_forward(params, config, idx, targets)
     grads = gpt_backward(params, config, cache)
     assert list(grads) == list(params)
     for name, p in params.items():
@@ -114,7 +114,7 @@ def test_whole_model_check_catches_a_wrong_block_gradient_on_every_shape(case):
     params = random_weights(config, np.random.default_rng(seed))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(numpy_gpt.model, "gelu_backward", gelu_backward_10_percent_high)
-        grads = gpt_backward(params, config, gpt_forward(params, config, idx, targets)[3])
+        grads = gpt_backward(params, config, gpt_forward(params, config, idx, targets)[2])
     w = params["h.0.mlp.c_fc.weight"]
     with pytest.raises(AssertionError, match="h.0.mlp.c_fc.weight: max error"):
         assert_grad_close(grads["h.0.mlp.c_fc.weight"],
@@ -155,7 +155,7 @@ def every_token_and_position():
     rng = np.random.default_rng(0)
     params = random_weights(config, rng)
     idx = np.arange(16).reshape(2, 8) % 11          # every position, every token
-    _, _, _, cache = gpt_forward(params, config, idx, rng.integers(0, 11, (2, 8)))
+    _, _, cache = gpt_forward(params, config, idx, rng.integers(0, 11, (2, 8)))
     return config, gpt_backward(params, config, cache)
 
 
@@ -181,14 +181,17 @@ def test_gradient_coverage_check_catches_a_missing_gradient():
         "h.0.attn.c_attn.bias[C:2C] (key) is")
 
 
-def test_forward_shapes_and_activation_names():
+def test_forward_shapes_and_cache_names():
+    """The forward's cache holds each layer's cache under the layer's name (torch_gpt's module names)."""
     config = GPTConfig(vocab_size=13, block_size=9, n_layer=2, n_head=3, n_embd=6)
     params = init_params(config, dtype=np.float64)
     idx = np.zeros((4, 7), dtype=np.int64)
-    logits, loss, acts, _ = gpt_forward(params, config, idx)
+    logits, loss, cache = gpt_forward(params, config, idx)
     assert logits.shape == (4, 7, 13) and loss is None
-    assert acts["h.1.attn.att"].shape == (4, 3, 7, 7) and acts["h.0.attn.q"].shape == (4, 3, 7, 2)
-    assert acts["h.0.mlp.c_fc"].shape == (4, 7, 24) and acts["ln_f"].shape == (4, 7, 6)
-    per_block = ["ln_1", "attn.q", "attn.k", "attn.v", "attn.att", "attn.y", "attn.c_proj", "res_attn",
-                 "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "res_mlp"]
-    assert set(acts) == {"embed", "ln_f", "logits"} | {f"h.{l}.{n}" for l in range(2) for n in per_block}
+    q, k, v, att, _ = cache["h.1.attn"]
+    assert att.shape == (4, 3, 7, 7) and q.shape == k.shape == v.shape == (4, 3, 7, 2)
+    assert cache["h.0.mlp.gelu"][0].shape == (4, 7, 24) and cache["lm_head"][0].shape == (4, 7, 6)
+    per_block = ["ln_1", "attn.c_attn", "attn", "attn.c_proj", "attn.dropout", "ln_2", "mlp.c_fc", "mlp.gelu",
+                 "mlp.c_proj", "mlp.dropout"]
+    assert set(cache) == {"embed", "ln_f", "lm_head"} | {f"h.{l}.{n}" for l in range(2) for n in per_block}
+    assert "loss" in gpt_forward(params, config, idx, idx)[2]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.machinery.checkpoint import load_weights
 
 from conftest import ROOT
 
@@ -96,7 +96,7 @@ def test_report_reads_a_log_into_the_readmes_figures(tmp_path):
     """numpy_gpt.report (torch_gpt.report is the same): the final line, the evaluations' share of the
     time, a row per evaluation and each sample; a log whose clock reads 0 (a run stopped at once) has
     no share to give, and still reports."""
-    from numpy_gpt.report import load_log, report
+    from numpy_gpt.machinery.report import load_log, report
     rows = [{"step": 0, "train_loss": 4.2, "val_loss": 4.25, "elapsed_s": 3.0, "eval_s": 3.0, "sample": "ROMEO:xy"},
             {"step": 500, "train_loss": 1.81234, "val_loss": 1.9, "elapsed_s": 120.0, "eval_s": 6.0,
              "sample": "ROMEO:ab"}]

@@ -7,8 +7,9 @@ import zlib
 import numpy as np
 import pytest
 
-from numpy_gpt.checkpoint import load_weights, save_weights
-from numpy_gpt.config import GPTConfig, UserError
+from numpy_gpt.machinery.checkpoint import load_weights, save_weights
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
 from numpy_gpt.model import gpt_forward, init_params
 from peek import analysis
 from peek.export import build_export, load_export, write_export
@@ -43,7 +44,7 @@ def test_predictions_and_attention_are_numpy_gpts(small_kid):
     prompt = "ROMEO: the"
     view = analysis.prompt_view(params, config, chars, prompt)
     ids = np.array([[chars.index(c) for c in prompt]])
-    logits, _, acts, _ = gpt_forward(params, config, ids)
+    logits, _, cache = gpt_forward(params, config, ids)
     z = logits[0] - logits[0].max(axis=1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)                 # softmax, written out here
     assert np.abs(np.array(view["probs"]) - probs).max() < 1e-15
@@ -54,7 +55,7 @@ def test_predictions_and_attention_are_numpy_gpts(small_kid):
     assert np.allclose(view["losses"][:-1], known, rtol=1e-12, atol=0) and view["losses"][-1] is None
     att = np.array(view["attention"])                                         # (L, H, T, T)
     for l in range(config.n_layer):
-        assert np.array_equal(att[l], acts[f"h.{l}.attn.att"][0])
+        assert np.array_equal(att[l], cache[f"h.{l}.attn"][3][0])                 # q, k, v, att
     assert np.allclose(att.sum(axis=-1), 1, atol=1e-12, rtol=0)
     assert np.all(np.triu(att, k=1) == 0)                                     # nothing from the future
     assert np.array_equal(view["strongest"], att.argmax(axis=-1))

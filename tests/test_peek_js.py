@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpy_gpt import GPTConfig, init_params
-from numpy_gpt.checkpoint import load_weights
+from numpy_gpt.machinery.checkpoint import load_weights
 from numpy_gpt.data import CharTokenizer, get_batch
 from numpy_gpt.model import gpt_backward, gpt_decode, gpt_forward, gpt_prefill, new_kv_cache
 from numpy_gpt.optim import adamw_init, adamw_step, lr_at
@@ -121,7 +121,7 @@ def train_tiny(steps=300):
     opt, losses = adamw_init(params), []
     for step in range(steps):
         x, y = get_batch(ids, 16, config.block_size, rng)
-        _, loss, _, cache = gpt_forward(params, config, x, y)
+        _, loss, cache = gpt_forward(params, config, x, y)
         adamw_step(params, gpt_backward(params, config, cache), opt, lr_at(step, 1e-2, 1e-3, 30, steps))
         losses.append(float(loss))
     assert np.mean(losses[-30:]) < np.mean(losses[:30]) - 1.0, "the tiny model did not learn"
@@ -177,13 +177,13 @@ def prompts(config, seed=0):
 
 @pytest.fixture(scope="module")
 def forwards(model):
-    """(ids, numpy_gpt's (logits, acts), kid.js's forward) for each prompt."""
+    """(ids, numpy_gpt's (logits, its forward's cache), kid.js's forward) for each prompt."""
     windows = prompts(model.config)
     js = js_results([{"op": "forward", "ids": ids} for ids in windows], model.folder)
     out = []
     for ids, r in zip(windows, js):
-        logits, _, acts, _ = gpt_forward(model.params, model.config, np.array([ids]))
-        out.append((ids, (logits, acts), r))
+        logits, _, cache = gpt_forward(model.params, model.config, np.array([ids]))
+        out.append((ids, (logits, cache), r))
     return out
 
 
@@ -194,10 +194,10 @@ def test_forward_logits_equal_numpy(model, forwards):
 
 def test_attention_equals_numpy(model, forwards):
     """Every head's (T, T) probabilities: causal (zero above the diagonal) and rows summing to 1."""
-    for ids, (_, acts), js in forwards:
+    for ids, (_, cache), js in forwards:
         for l in range(model.config.n_layer):
             att = np.array(js["att"][l])                                        # (H, T, T)
-            assert np.abs(att - acts[f"h.{l}.attn.att"][0]).max() < TOL, f"layer {l}, T={len(ids)}"
+            assert np.abs(att - cache[f"h.{l}.attn"][3][0]).max() < TOL, f"layer {l}, T={len(ids)}"
             assert np.abs(att.sum(axis=-1) - 1.0).max() < TOL
             assert not np.triu(att, k=1).any()
 
@@ -208,12 +208,12 @@ def test_kv_cache_equals_full_forward(model, n_prefill):
     and attention equal the full forward's."""
     ids = prompts(model.config, seed=1)[-1]                                     # block_size ids
     [js] = js_results([{"op": "cached", "ids": ids, "n_prefill": n_prefill}], model.folder)
-    logits, _, acts, _ = gpt_forward(model.params, model.config, np.array([ids]))
+    logits, _, cache = gpt_forward(model.params, model.config, np.array([ids]))
     assert_close(js["logits"], logits[0, n_prefill - 1:], "cached logits")      # (T - n_prefill + 1, V)
     for i, step in enumerate(js["att"]):
         t = n_prefill - 1 + i
         for l in range(model.config.n_layer):
-            expected = acts[f"h.{l}.attn.att"][0, :, t, :t + 1]                 # (H, t+1)
+            expected = cache[f"h.{l}.attn"][3][0, :, t, :t + 1]                # (H, t+1): q, k, v, att
             assert np.abs(np.array(step[l]) - expected).max() < TOL, f"position {t}, layer {l}"
 
 

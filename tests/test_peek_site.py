@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from numpy_gpt.checkpoint import load_weights, save_weights
+from numpy_gpt.machinery.checkpoint import load_weights, save_weights
 from numpy_gpt.config import GPTConfig
 from numpy_gpt.model import gpt_decode, gpt_prefill, init_params, new_kv_cache
 from numpy_gpt.sampling import generate

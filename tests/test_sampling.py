@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from numpy_gpt import GPTConfig, init_params
-from numpy_gpt.checkpoint import save_weights
+from numpy_gpt.machinery.checkpoint import save_weights
 from numpy_gpt.model import gpt_decode, gpt_prefill, new_kv_cache
 from numpy_gpt.sampling import generate, generate_batch, sample_next
 from torch_gpt.model import GPT
@@ -305,11 +305,11 @@ def test_num_samples_in_batches_print_what_one_at_a_time_prints(kid, module, mon
     (float64, whose text does not depend on how the products are split)."""
     import importlib
 
-    import numpy_gpt.cli
+    import numpy_gpt.machinery.cli
     main = importlib.import_module(module).main
     printed = {}
     for batch in (1, 2, 32):
-        monkeypatch.setattr(numpy_gpt.cli, "SAMPLE_BATCH", batch)
+        monkeypatch.setattr(numpy_gpt.machinery.cli, "SAMPLE_BATCH", batch)
         main(["--checkpoint", str(kid / "kid.npz"), "--max-new-tokens", "150", "--num-samples", "5",
               "--dtype", "float64", "--prompt", "ROMEO:"])
         printed[batch] = capsys.readouterr().out

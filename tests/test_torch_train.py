@@ -1,5 +1,5 @@
 """python -m torch_gpt.train: it learns, stops on a signal from outside and resumes bit-identically, writes
-loadable files, and says clearly what is wrong. What both trainers share (numpy_gpt.loop) is tested in
+loadable files, and says clearly what is wrong. What both trainers share (numpy_gpt.machinery.loop) is tested in
 test_loop.py."""
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from numpy_gpt import gpt_forward
-from numpy_gpt.checkpoint import load_state, load_weights, save_state
+from numpy_gpt.machinery.checkpoint import load_state, load_weights, save_state
 from torch_gpt.model import GPT
 
 from conftest import ROOT, corpus_path

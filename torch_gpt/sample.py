@@ -6,8 +6,8 @@ prompt, seed and --dtype print the same text (numpy_gpt.sampling says how surely
 import numpy as np
 import torch
 
-from numpy_gpt.checkpoint import load_params
-from numpy_gpt.cli import check_sampling_args, run_cli, sampling_parser, stream_samples
+from numpy_gpt.machinery.checkpoint import load_params
+from numpy_gpt.machinery.cli import check_sampling_args, run_cli, sampling_parser, stream_samples
 from numpy_gpt.data import CharTokenizer
 
 from .model import GPT

@@ -1,7 +1,7 @@
 """python -m torch_gpt.train: the real training of the kid, on a CPU, a GPU, or several through torchrun.
 
 The loop, its files (log.jsonl, checkpoints/, kid.pt, kid.npz, loss.png), --resume and the stop rules
-are numpy_gpt.loop's, shared with numpy_gpt.train; this file is the PyTorch step, the devices and DDP.
+are numpy_gpt.machinery.loop's, shared with numpy_gpt.train; this file is the PyTorch step, the devices and DDP.
 A run it starts continues with python -m numpy_gpt.train --resume, and the other way round.
 
     torchrun --nproc_per_node=N -m torch_gpt.train ...   data-parallel training (DDP): nccl on CUDA,
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from numpy_gpt.cli import run_cli, training_parser
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.cli import run_cli, training_parser
+from numpy_gpt.machinery.errors import UserError
 from numpy_gpt.data import batch_rng, dropout_seed, get_batch
-from numpy_gpt.loop import check_run, train
+from numpy_gpt.machinery.loop import check_run, train
 from numpy_gpt.model import dropout_masks
 
 from .model import GPT
@@ -322,7 +322,7 @@ def use_cuda_graph(choice, device, dtype, world):
 
 
 class TorchBackend:
-    """torch_gpt's parts of the training loop (numpy_gpt.loop says what each one is), for one process."""
+    """torch_gpt's parts of the training loop (numpy_gpt.machinery.loop says what each one is), for one process."""
     name = "torch_gpt"
 
     def __init__(self, args, rank, world, device):

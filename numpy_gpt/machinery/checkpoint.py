@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GPTConfig, UserError, open_input
-from .model import param_shapes
+from ..config import GPTConfig
+from ..model import param_shapes
+from .errors import UserError, open_input
 
 FORMAT = "tiny-llm weights v1"
 EXTRA_KEYS = ("__format__", "__config__", "__vocab__", "__meta__")
@@ -181,11 +182,11 @@ def save_state(path, state):
         step         optimizer steps done, which is also the data position (numpy_gpt.data.batch_rng)
         adam_step    AdamW's own step count (the same as step, unless the run began from other weights)
         config       GPTConfig.to_dict(); vocab the characters in id order
-        settings     the flags that shape the trajectory (numpy_gpt.loop.TRAJECTORY_FLAGS)
+        settings     the flags that shape the trajectory (numpy_gpt.machinery.loop.TRAJECTORY_FLAGS)
         elapsed_s, tokens_per_s, threads (the compute threads, or None), backend (who wrote it)
         precision    (optional) "float32", "float64" or "bf16 autocast", with " (compiled)" after it for a
                      torch_gpt --compile run, and " (CUDA graph)" for a step replayed as one
-        run          (optional) the run's length and what it measures (numpy_gpt.cli.RUN_FLAGS): steps,
+        run          (optional) the run's length and what it measures (numpy_gpt.machinery.cli.RUN_FLAGS): steps,
                      eval_interval, eval_batches, eval_train_batches (positive ints), sample_prompt
     No random-number state is needed: every stream is keyed by (seed, step, micro-batch).
     """

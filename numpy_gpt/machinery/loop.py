@@ -2,7 +2,7 @@
 
 The loop owns everything the two share: the evaluation cadence and the log rows, the samples from
 --sample-prompt, the weight snapshots, the training state (kid.pt), resume, signals, the NaN stop and
-the progress line. A backend supplies only the parts that are its own (numpy_gpt.train.NumpyBackend,
+the progress line. A backend supplies only the parts that are its own (numpy_gpt.machinery.threaded.NumpyBackend,
 torch_gpt.train.TorchBackend):
 
     name                   "numpy_gpt" or "torch_gpt", written into kid.npz and kid.pt
@@ -24,7 +24,7 @@ It imports no torch, so numpy_gpt trains with NumPy alone. Files written to --ou
     log.jsonl                   one JSON object per evaluation: losses, lr, tokens/s, time, the sample,
                                 and the evaluation's own time (eval_s: its losses, sample and snapshot)
     checkpoints/step_NNNNN.npz  a weights snapshot at each evaluation (the shared weights format)
-    kid.pt                      the training state (numpy_gpt.checkpoint.save_state), each evaluation
+    kid.pt                      the training state (numpy_gpt.machinery.checkpoint.save_state), each evaluation
                                 and on a stop: either trainer continues it with --resume
     kid.npz                     the final weights
     loss.png                    train and val loss against step (needs matplotlib)
@@ -40,10 +40,11 @@ from pathlib import Path
 
 from .checkpoint import atomic_write, load_state, load_weights, save_state, save_weights
 from .cli import RUN_FLAGS, check_output, check_training_args, keep_freed_memory, model_config
-from .config import UserError
-from .data import SAMPLE, CharTokenizer, default_prompt, eval_batches, load_text, split_train_val, stream
-from .optim import lr_at
-from .sampling import generate
+from ..data import SAMPLE, CharTokenizer, eval_batches, split_train_val, stream
+from ..optim import lr_at
+from ..sampling import generate
+from .corpus import default_prompt, load_text
+from .errors import UserError
 
 SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
 # the settings that shape the trajectory: a resumed run must use the same ones

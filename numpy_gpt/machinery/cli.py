@@ -6,9 +6,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import GPTConfig, UserError, open_input
-from .data import DEFAULT_PROMPT
-from .sampling import generate_batch
+from ..config import GPTConfig
+from ..sampling import generate_batch
+from .corpus import DEFAULT_PROMPT
+from .errors import UserError, open_input
 
 SEED_MAX = 2 ** 32 - 1
 
@@ -130,7 +131,7 @@ RUN_FLAGS = (*RUN_DEFAULTS, "sample_prompt")
 
 
 def training_parser(prog, description):
-    """The flags of both trainers (numpy_gpt.loop runs them both). Defaults train the kid: the model is
+    """The flags of both trainers (numpy_gpt.machinery.loop runs them both). Defaults train the kid: the model is
     GPTConfig's defaults."""
     p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     kid = GPTConfig()
