@@ -5,6 +5,8 @@
                  against torch_gpt.kernels.causal_products, which torch_gpt uses there
     GELU         the MLP's GELU, forward and backward, at the kid's training shape: TanhGELU (torch_gpt's
                  float32 CPU form) against torch's fused F.gelu, in float32 and in bfloat16
+    Linear       the MLP's c_fc, forward and backward, at the kid's training shape, in float32: torch's
+                 F.linear (MKL's sgemm on x86) against OneDNNLinear (oneDNN's), where this torch has it
     masks        one step's dropout masks, drawn by NumPy (numpy_gpt.model.dropout_masks), as both
                  trainers draw them on a CPU
     numpy step   numpy_gpt's forward and backward of one batch, as one part on one thread with BLAS on
@@ -69,6 +71,21 @@ def gelu(config, B, repeats):
     return out
 
 
+def linear(config, B, repeats):
+    import torch
+    import torch.nn.functional as F
+
+    from torch_gpt import kernels
+    x = torch.randn(B, config.block_size, config.n_embd, requires_grad=True)             # (B, T, C)
+    w = (0.02 * torch.randn(4 * config.n_embd, config.n_embd)).requires_grad_()         # (4C, C)
+    b = torch.zeros(4 * config.n_embd, requires_grad=True)
+    g = torch.randn(B, config.block_size, 4 * config.n_embd)
+    out = {"F.linear": median_ms(lambda: F.linear(x, w, b).backward(g), repeats)}
+    if kernels.ONEDNN_LINEAR:
+        out["OneDNNLinear"] = median_ms(lambda: kernels.OneDNNLinear.apply(x, w, b).backward(g), repeats)
+    return out
+
+
 def numpy_backend(config, B, evals=None):
     """numpy_gpt's trainer backend at batch B, its weights from the default --seed, evals its val batches."""
     from numpy_gpt.machinery.loop import Data
@@ -112,6 +129,7 @@ def run(quick, repeats):
     return {"config": config.to_dict(), "batch_size": B, "torch_threads": torch.get_num_threads(),
             "attention, one layer, bf16 autocast": attention(config, B, repeats),
             "GELU, one layer": gelu(config, B, repeats),
+            "Linear c_fc, one layer, float32": linear(config, B, repeats),
             "dropout masks, one step": {"numpy_gpt.model.dropout_masks": median_ms(
                 lambda: dropout_masks(config, B, config.block_size, DEFAULTS.dropout, rng), repeats)},
             "numpy_gpt forward and backward, one batch": numpy_step(config, B, repeats),
