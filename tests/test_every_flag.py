@@ -404,8 +404,8 @@ def make_files(folder):
 
 # modules the commands import, loaded once before forking; never the commands' own modules (runpy
 # warns when the module it runs is imported already), nor what imports them (parity imports torch_gpt.train)
-PRELOAD = ["numpy", "torch", "torch.distributed", "numpy_gpt.machinery.cli", "numpy_gpt.machinery.checkpoint", "numpy_gpt.model",
-           "torch_gpt.model", "peek.analysis", "peek.export", "peek.build"]
+PRELOAD = ["numpy", "torch", "torch.distributed", "numpy_gpt.machinery.cli", "numpy_gpt.machinery.checkpoint",
+           "numpy_gpt.model", "torch_gpt.model", "peek.analysis", "peek.export", "peek.build"]
 
 
 def drop_root_file_powers():

@@ -129,10 +129,12 @@ def main():
     T = config.block_size
     print(f"{len(text):,} characters, {len(chars)} distinct; {config}; device {DEVICE}")
 
-    # the fixed batches every evaluation measures the loss on
-    evals = {name: [get_batch(split, rng, BATCH_SIZE, T) for _ in range(count)]
-             for name, split, count, rng in (("train", train_ids, EVAL_TRAIN_BATCHES, np.random.default_rng([SEED, EVAL, 0])),
-                                            ("val", val_ids, EVAL_BATCHES, np.random.default_rng([SEED, EVAL, 1])))}
+    # the fixed batches every evaluation measures the loss on, from one stream per split
+    evals = {}
+    splits = (("train", train_ids, EVAL_TRAIN_BATCHES), ("val", val_ids, EVAL_BATCHES))
+    for number, (name, split, count) in enumerate(splits):
+        rng = np.random.default_rng([SEED, EVAL, number])
+        evals[name] = [get_batch(split, rng, BATCH_SIZE, T) for _ in range(count)]
 
     # the model, its weights drawn from the INIT stream (numpy_gpt.model.init_params), and AdamW
     model = GPT(config, seed=SEED).to(DEVICE)

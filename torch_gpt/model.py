@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from numpy_gpt.model import init_params
 
 from . import kernels
+from .kernels import Linear     # nn.Linear, on oneDNN's float32 kernels where this CPU has them (kernels.Linear)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = kernels.Linear(config.n_embd, 3 * config.n_embd)   # q, k, v for all heads at once
-        self.c_proj = kernels.Linear(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)   # q, k, v for all heads at once
+        self.c_proj = Linear(config.n_embd, config.n_embd)
         self.fast = True        # F.scaled_dot_product_attention; False runs the attention written out
 
     def forward(self, x, kv=None):
@@ -48,9 +49,9 @@ class CausalSelfAttention(nn.Module):
             att = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)     # (B, H, T, T) rows sum to 1
             y = att @ v                                                             # (B, H, T, D)
         elif x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            y = kernels.causal_products(q, k, v)                                    # (B, H, T, D)
+            y = kernels.causal_products(q, k, v)        # (B, H, T, D) the same, faster under CPU bf16 autocast
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)            # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # (B, H, T, D) the same, one kernel
         y = y.transpose(1, 2).reshape(B, T, C)                      # (B, T, C) heads side by side
         return self.c_proj(y)                                       # (B, T, C)
 
@@ -58,12 +59,12 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = kernels.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = kernels.Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x):
         f = self.c_fc(x)                                            # (B, T, 4C)
-        g = kernels.gelu(f)                                         # (B, T, 4C) GELU, tanh approximation
+        g = kernels.gelu(f)             # (B, T, 4C) nn.GELU(approximate="tanh"), in its faster form where it has one
         return self.c_proj(g)                                       # (B, T, C)
 
 
@@ -94,7 +95,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd)
-        self.lm_head = kernels.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.to(dtype)
         self.load_numpy(init_params(config, seed, np.float64 if dtype == torch.float64 else np.float32))
 

@@ -71,7 +71,8 @@ class NumpyBackend:
 
         def part(rows):
             rows = slice(rows[0], rows[-1] + 1)
-            return forward_backward(params, config, x[rows], y[rows], None if masks is None else [m[rows] for m in masks])
+            part_masks = None if masks is None else [m[rows] for m in masks]
+            return forward_backward(params, config, x[rows], y[rows], part_masks)
         with self.blas.limit(limits=1, user_api="blas"):            # the threads are the parallelism
             results = list(self.pool.map(part, parts))
         share = [len(rows) / B for rows in parts]

@@ -282,7 +282,7 @@ export function attention_forward(qkv, n_head, T) {
   return { y, q, k, v, att };
 }
 
-// GELU, tanh approximation (numpy_gpt.layers.gelu_forward_textbook): x (...) -> out (...)
+// GELU, tanh approximation (numpy_gpt.layers.gelu_forward): x (...) -> out (...)
 const GELU_K = Math.sqrt(2.0 / Math.PI);
 
 export function gelu_forward(x) {
