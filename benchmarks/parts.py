@@ -3,8 +3,6 @@
     attention    one layer's causal attention, forward and backward, at the kid's training shape, under
                  CPU bfloat16 autocast: torch's scaled_dot_product_attention (its CPU flash kernel)
                  against torch_gpt.kernels.causal_products, which torch_gpt uses there
-    GELU         the MLP's GELU, forward and backward, at the kid's training shape: TanhGELU (torch_gpt's
-                 float32 CPU form) against torch's fused F.gelu, in float32 and in bfloat16
     Linear       the MLP's c_fc, forward and backward, at the kid's training shape, in float32: torch's
                  F.linear (MKL's sgemm on x86) against OneDNNLinear (oneDNN's), where this torch has it
     masks        one step's dropout masks, drawn by NumPy (numpy_gpt.model.dropout_masks), as both
@@ -55,20 +53,6 @@ def attention(config, B, repeats):
     return {"scaled_dot_product_attention": median_ms(
                 lambda: step(lambda *a: F.scaled_dot_product_attention(*a, is_causal=True)), repeats),
             "causal_products": median_ms(lambda: step(causal_products), repeats)}
-
-
-def gelu(config, B, repeats):
-    import torch
-    import torch.nn.functional as F
-
-    from torch_gpt.kernels import TanhGELU
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(B, config.block_size, 4 * config.n_embd, dtype=dtype, requires_grad=True)
-        g = torch.randn_like(x)
-        for name, f in (("TanhGELU", TanhGELU.apply), ("F.gelu", lambda t: F.gelu(t, approximate="tanh"))):
-            out[f"{name}, {str(dtype).split('.')[1]}"] = median_ms(lambda: f(x).backward(g), repeats)
-    return out
 
 
 def linear(config, B, repeats):
@@ -128,7 +112,6 @@ def run(quick, repeats):
     rng = np.random.default_rng(0)
     return {"config": config.to_dict(), "batch_size": B, "torch_threads": torch.get_num_threads(),
             "attention, one layer, bf16 autocast": attention(config, B, repeats),
-            "GELU, one layer": gelu(config, B, repeats),
             "Linear c_fc, one layer, float32": linear(config, B, repeats),
             "dropout masks, one step": {"numpy_gpt.model.dropout_masks": median_ms(
                 lambda: dropout_masks(config, B, config.block_size, DEFAULTS.dropout, rng), repeats)},
@@ -141,7 +124,8 @@ def table(r):
              f"backward where both apply; milliseconds, median.", "", "| part | routine | ms |", "|---|---|---:|"]
     for part, routines in r.items():
         if isinstance(routines, dict) and part != "config":
-            lines += [f"| {part} | {name} | {ms:.1f} |" for name, ms in routines.items()]
+            lines += [f"| {part} | {name} | {ms:.1f} |" if ms >= 1 else f"| {part} | {name} | {ms:.2g} |"
+                      for name, ms in routines.items()]
     return "\n".join(lines)
 
 

@@ -107,8 +107,8 @@ def test_parts_runs_every_comparison_the_readme_cites():
     rows = [line.split(" | ")[:2] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == [["| attention, one layer, bf16 autocast", "scaled_dot_product_attention"],
                         ["| attention, one layer, bf16 autocast", "causal_products"],
-                        ["| GELU, one layer", "TanhGELU, float32"], ["| GELU, one layer", "F.gelu, float32"],
-                        ["| GELU, one layer", "TanhGELU, bfloat16"], ["| GELU, one layer", "F.gelu, bfloat16"],
+                        *[["| Linear c_fc, one layer, float32", name]
+                          for name in ["F.linear"] + ["OneDNNLinear"] * torch_gpt.kernels.ONEDNN_LINEAR],
                         ["| dropout masks, one step", "numpy_gpt.model.dropout_masks"],
                         ["| numpy_gpt forward and backward, one batch", "one part"],
                         ["| numpy_gpt forward and backward, one batch", rows[-3][1]],

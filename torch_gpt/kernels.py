@@ -1,7 +1,6 @@
 """torch_gpt's speed kernels: each the same function as the torch op it stands for, tested against it,
 and used only where it pays. The model (torch_gpt.model) names each one where it calls it.
 
-    gelu              GELU's sigmoid form (TanhGELU), for CPU training in float32 and float64
     Linear            nn.Linear on oneDNN's float32 kernels (OneDNNLinear), on x86-64 CPUs
     causal_products   causal attention as two batched products, for a CPU under bf16 autocast
 
@@ -19,47 +18,6 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-GELU_K = math.sqrt(2 / math.pi)
-
-
-class TanhGELU(torch.autograd.Function):
-    """GELU with the tanh approximation, the function nn.GELU(approximate="tanh") computes.
-
-    gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
-            = x sigmoid(2u)         since 0.5 (1 + tanh(u)) = sigmoid(2u)
-
-    The second form is the same function, but torch's CPU sigmoid is about 7x faster than its tanh:
-    with the built-in, GELU was the slowest op of a CPU training step after the matmuls.
-    tests/test_torch_model.py checks it, forward and backward, against nn.GELU(approximate="tanh").
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        s = x * x
-        s.mul_(2 * GELU_K * 0.044715).add_(2 * GELU_K).mul_(x).sigmoid_()        # sigmoid(2u)
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, dout):
-        x, s = ctx.saved_tensors
-        # d/dx [x s] = s + x s (1 - s) d(2u)/dx,   d(2u)/dx = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        dx = x * x
-        dx.mul_(6 * GELU_K * 0.044715).add_(2 * GELU_K).mul_(x)                  # x d(2u)/dx
-        return dx.mul_(1 - s).add_(1).mul_(s).mul_(dout)
-
-
-def gelu(f):
-    """GELU (tanh approximation): TanhGELU where autograd will need its backward on a CPU in float32 or
-    float64 (training), else the built-in single op: its per-call cost is lower on generation's
-    one-position tensors, and under bf16 autocast (f is then bfloat16, the output of an autocast
-    product) and off the CPU it is the fused kernel, which computes in float32 (TanhGELU, a custom
-    Function that autocast does not know, would compute in bfloat16, in six passes)."""
-    if f.requires_grad and f.device.type == "cpu" and f.dtype != torch.bfloat16:
-        return TanhGELU.apply(f)
-    return F.gelu(f, approximate="tanh")
-
 
 # oneDNN's matmul kernels, where this torch has them: x86-64 CPUs, float32 (see Linear)
 ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()

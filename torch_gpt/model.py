@@ -60,11 +60,12 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x):
         f = self.c_fc(x)                                            # (B, T, 4C)
-        g = kernels.gelu(f)             # (B, T, 4C) nn.GELU(approximate="tanh"), in its faster form where it has one
+        g = self.gelu(f)                                            # (B, T, 4C)
         return self.c_proj(g)                                       # (B, T, C)
 
 
