@@ -2,8 +2,8 @@
 
 The loop owns everything the two share: the evaluation cadence and the log rows, the samples from
 --sample-prompt, the weight snapshots, the training state (kid.pt), resume, signals, the NaN stop and
-the progress line. A backend supplies only the parts that are its own (numpy_gpt.machinery.threaded.NumpyBackend,
-torch_gpt.train.TorchBackend):
+the progress line. A backend supplies only the parts that are its own
+(numpy_gpt.machinery.threaded.NumpyBackend, torch_gpt.train.TorchBackend):
 
     name                   "numpy_gpt" or "torch_gpt", written into kid.npz and kid.pt
     master                 whether this process prints and writes the files (rank 0 under torchrun)
