@@ -151,10 +151,10 @@ def main():
         if step % EVAL_INTERVAL == 0 or step == STEPS:
             train_loss, val_loss = estimate_loss(model, evals["train"]), estimate_loss(model, evals["val"])
             log.append((step, train_loss, val_loss))
-            text = "".join(chars[i] for i in sample(model, [stoi[c] for c in PROMPT], SAMPLE_CHARS,
-                                                      np.random.default_rng([SEED, SAMPLE])))
+            written = "".join(chars[i] for i in sample(model, [stoi[c] for c in PROMPT], SAMPLE_CHARS,
+                                                         np.random.default_rng([SEED, SAMPLE])))
             print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                  f"{time.perf_counter() - start:.0f} s\n{text}\n")
+                  f"{time.perf_counter() - start:.0f} s\n{written}\n")
         if step == STEPS:
             break
 
