@@ -12,8 +12,8 @@ history.
 
 Each checker is also run on planted mistakes, so that each test can fail.
 """
-import functools
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -74,15 +74,63 @@ def module_call(words):
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def help_text(module, subcommand=None):
-    """`python -m MODULE [SUBCOMMAND] --help`, run from the repository root."""
-    argv = [sys.executable, "-m", module] + ([subcommand] if subcommand else []) + ["--help"]
+HELP_SCRIPT = r"""
+import contextlib, io, json, runpy, sys
+out = {}
+for module, sub in json.loads(sys.argv[1]):
+    sys.argv = [module] + ([sub] if sub else []) + ["--help"]
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    except BaseException as e:
+        code = repr(e)
+    out[module + " " + (sub or "")] = buf.getvalue() if code in (0, None) else None
+print(json.dumps(out))
+"""
+_HELP = {}
+
+
+def fetch_help(keys):
+    """`python -m MODULE [SUBCOMMAND] --help` for each (module, subcommand) key, all in one child process
+    run from the repository root (torch loads once, not once a module)."""
+    keys = sorted({k for k in keys if k not in _HELP}, key=lambda k: (k[0], k[1] or ""))
+    if not keys:
+        return
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        return None
-    return r.stdout
+    r = subprocess.run([sys.executable, "-c", HELP_SCRIPT, json.dumps(keys)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = json.loads(r.stdout.strip().splitlines()[-1])
+    for module, sub in keys:
+        _HELP[(module, sub)] = found[module + " " + (sub or "")]
+
+
+def help_text(module, subcommand=None):
+    """The --help of MODULE [SUBCOMMAND]; None where it fails. The first call fetches every help that the
+    pages' commands need, at once."""
+    key = (module, subcommand)
+    if key not in _HELP:
+        calls = [c for c in (module_call(w) for _, w in all_commands()) if c and c[1]]
+        if subcommand is None:
+            fetch_help([key] + [(m, None) for m, _ in calls if known_module(m)])
+        else:
+            fetch_help([key] + [(m, a[0]) for m, a in calls
+                                if known_module(m) and _HELP.get((m, None)) and a[0] in subcommands(_HELP[(m, None)])])
+    return _HELP[key]
+
+
+def known_module(module):
+    """Whether MODULE can be found (its package imported to look)."""
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", module) or importlib.util.find_spec(module.split(".")[0]) is None:
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def subcommands(help_out):
@@ -117,13 +165,7 @@ def command_problems(words):
         return problems
     module, args = call
     shown = " ".join(["-m", module, *args])
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", module) or importlib.util.find_spec(module.split(".")[0]) is None:
-        return problems + [f"`{shown}`: no module {module}"]
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:
-        spec = None
-    if spec is None:
+    if not known_module(module):
         return problems + [f"`{shown}`: no module {module}"]
     if not args or module in {"pip", "venv", "pytest", "http.server"}:
         return problems  # a bare command is not run, even for --help: it might train
