@@ -146,9 +146,11 @@ def flags_of(help_out):
 def is_ignored(path):
     """Whether git ignores PATH, as a file or as a folder of files."""
     for p in (path, path.rstrip("/") + "/probe"):
-        r = subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT)
+        r = subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT, capture_output=True)
         if r.returncode == 0:
             return True
+        if r.returncode > 1:  # not a git checkout: the folders .gitignore gives to outputs
+            return Path(path).parts[0] in {"out", "site"}
     return False
 
 
