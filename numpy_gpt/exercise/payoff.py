@@ -142,7 +142,7 @@ def train_step(kid, settings, step, total, x, y, masks):
 def run_payoff(level, path, steps, small, data):
     """4. level: "numpy-forward", "numpy-backward" or "torch"; level.attention: the pair, or the module class."""
     settings = kid_training_settings()
-    shape = SMALL if small else {"n_layer": settings.n_layer, "n_head": settings.n_head, "n_embd": settings.n_embd,
+    shape = dict(SMALL) if small else {"n_layer": settings.n_layer, "n_head": settings.n_head, "n_embd": settings.n_embd,
                                  "block_size": settings.block_size, "batch_size": PAYOFF_BATCH}
     text = load_text(data)
     tokenizer = CharTokenizer.from_text(text)
@@ -191,6 +191,8 @@ def run_payoff(level, path, steps, small, data):
                 except CheckFailed:
                     raise
                 except Exception as e:      # the learner's code, on the kid's sizes
+                    progress.close()
+                    say("   losses = numpy_gpt's", "FAIL", f"your attention stopped the kid at step {step + 1}")
                     raise CheckFailed(describe_exception(e, path, f"your attention, in the kid at step {step + 1},")) \
                         from None
                 if level.kind != "torch" and calls[0] != config.n_layer:     # a step is one forward of every layer
@@ -203,6 +205,8 @@ def run_payoff(level, path, steps, small, data):
                     progress.say(f"{done:>6}  {pair[0]:17.13f}  {pair[1]:17.13f}  {abs(pair[0] - pair[1]):.1e}")
                 progress.update(done, pair[0], 2 * batch * T * done / (time.perf_counter() - start))
                 if not math.isfinite(pair[0]):
+                    progress.close()
+                    say("   losses = numpy_gpt's", "FAIL", f"your kid's loss is {pair[0]} at step {done}")
                     raise CheckFailed(f"your kid's loss became {pair[0]} at step {done}, where numpy_gpt's is "
                                       f"{pair[1]:.4f}")
         seconds = time.perf_counter() - start
