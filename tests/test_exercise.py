@@ -334,3 +334,36 @@ def test_user_errors_are_user_errors(tmp_path):
     """In-process, the same bad inputs raise UserError, which run_cli prints as one line."""
     with pytest.raises(UserError, match="not found"):
         main(["check", str(tmp_path / "missing.py")])
+
+
+def test_the_payoffs_kid_runs_the_learners_attention_and_the_names_come_back():
+    """plugged_in points numpy_gpt.model's attention at the calling thread's pair for training and sampling,
+    and restores numpy_gpt's names after."""
+    import numpy as np
+
+    from numpy_gpt import layers
+    from numpy_gpt import model as numpy_model
+    from numpy_gpt.config import GPTConfig
+    from numpy_gpt.data import CharTokenizer
+    from numpy_gpt.exercise.payoff import NumpyKid, plugged_in, sample
+    from numpy_gpt.exercise.plumbing import kid_training_settings
+    calls = {"forward": 0, "backward": 0}
+
+    def forward(qkv, n_head):
+        calls["forward"] += 1
+        return layers.attention_forward(qkv, n_head)
+
+    def backward(dy, cache):
+        calls["backward"] += 1
+        return layers.attention_backward(dy, cache)
+    config = GPTConfig(vocab_size=5, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    settings = kid_training_settings()
+    kid = NumpyKid(config, settings, (forward, backward))
+    x = np.zeros((1, 8), dtype=np.int64)
+    with plugged_in():
+        kid.loss_and_grads(x, x, None)
+        assert calls == {"forward": 2, "backward": 2}
+        text = sample(kid, CharTokenizer("abcde"), "ab", config, settings)
+    assert len(text) == 200 and calls["forward"] == 2 + 2 * 201    # 2 layers: the prompt, then after each character
+    assert numpy_model.attention_forward is layers.attention_forward
+    assert numpy_model.attention_backward is layers.attention_backward

@@ -241,7 +241,11 @@ def check_forward(forward):
         f"largest difference {err:.1e} of y's scale, float64" + ("" if same else f" (at most {FORWARD_TOL:g})"))
     for label, probe in (("   heads kept apart", heads_probe), ("   no attention to the future", future_probe),
                          ("   each row of weights sums to 1", rows_probe), ("   scores scaled by 1/sqrt(D)", scale_probe)):
-        detail, hint = probe(forward, qkv)
+        try:
+            detail, hint = probe(forward, qkv)
+        except CheckFailed:
+            say(label, "FAIL")
+            raise
         say(label, "FAIL" if hint else "ok", detail)
         if hint:
             raise CheckFailed(hint)
@@ -398,10 +402,10 @@ def reference_terms(qkv, dy):
                 "dv": dv if dv_ is None else dv_}
     right = grads(dscores)
     wrong = {
-        "it ignores the softmax's normalising sum: dscores = att * (datt - sum(att * datt, axis=-1, keepdims=True)), "
-        "and the second term is missing": grads(att * datt),
-        "the softmax's backward is missing: dscores is not datt but att * (datt - sum(att * datt, axis=-1, "
-        "keepdims=True))": grads(datt),
+        "dscores ignores the softmax's normalising sum: each score moves every weight of its row through that sum, "
+        "which gives dscores a second term besides att * datt": grads(att * datt),
+        "the softmax's backward is missing: dscores is taken as datt, but att = softmax(scores) stands between "
+        "them": grads(datt),
         "the softmax's normalising sum runs over the queries (axis -2); it runs over the keys, axis=-1, as the "
         "softmax did": grads(att * (datt - (att * datt).sum(axis=-2, keepdims=True))),
         "it looks transposed: from scores = (q * scale) @ k^T, dq = dscores @ k * scale (not dscores^T @ k)":
@@ -431,7 +435,8 @@ def check_backward(forward, backward):
         say(f"3. backward: {name}" if name == "dv" else f"   {name}", "ok" if ok else "FAIL",
             f"finite differences {err_fd:.1e}, numpy_gpt's {err_ref:.1e} of {name}'s scale")
         if not ok:
-            raise CheckFailed(f"{name} is wrong: " + gradient_hint(name, got, right, wrong))
+            hint = gradient_hint(name, got, right, wrong)
+            raise CheckFailed(hint if hint.startswith(name) else f"{name} is wrong: {hint}")
 
 
 def gradient_hint(name, got, right, wrong):

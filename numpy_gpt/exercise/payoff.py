@@ -140,10 +140,14 @@ def train_step(kid, settings, step, total, x, y, masks):
 
 
 def run_payoff(level, path, steps, small, data):
-    """4. level: "numpy-forward", "numpy-backward" or "torch"; level.attention: the pair, or the module class."""
+    """4. The kid (or the small model) trained with the learner's attention beside numpy_gpt's, then a sample.
+
+    level.kind: "numpy-forward", "numpy-backward" or "torch"; level.attention: a NumPy level's pair (forward,
+    backward), or the PyTorch level's module class. path: the learner's file, named where it raises.
+    """
     settings = kid_training_settings()
-    shape = dict(SMALL) if small else {"n_layer": settings.n_layer, "n_head": settings.n_head, "n_embd": settings.n_embd,
-                                 "block_size": settings.block_size, "batch_size": PAYOFF_BATCH}
+    shape = dict(SMALL) if small else dict(n_layer=settings.n_layer, n_head=settings.n_head, n_embd=settings.n_embd,
+                                           block_size=settings.block_size, batch_size=PAYOFF_BATCH)
     text = load_text(data)
     tokenizer = CharTokenizer.from_text(text)
     batch = shape.pop("batch_size")
@@ -153,11 +157,12 @@ def run_payoff(level, path, steps, small, data):
     print(f"4. payoff: {'a small model' if small else 'the kid'} ({config.n_layer} layers, {config.n_head} heads, "
           f"{config.n_embd} wide, {T} characters of context) with your attention, {steps} steps of {batch} sequences "
           f"on {len(text):,} characters of text, float64, beside numpy_gpt's own attention", flush=True)
-    calls = [0]
+    calls = None                        # the NumPy levels count the kid's calls of the learner's attention_forward
     if level.kind == "torch":
         yours = TorchKid(config, settings, level.attention)
     else:
         forward, backward = level.attention
+        calls = [0]
 
         def counted(qkv, n_head):
             calls[0] += 1
@@ -165,86 +170,93 @@ def run_payoff(level, path, steps, small, data):
         yours = NumpyKid(config, settings, (counted, backward))
     reference = NumpyKid(config, settings, REFERENCE)
 
-    def both(step):
-        x, y = get_batch(train_ids, batch, T, batch_rng(settings.seed, step))
-        masks = dropout_masks(config, batch, T, settings.dropout, np.random.default_rng(
-            dropout_seed(settings.seed, step)), np.float64)
-        jobs = [pool.submit(train_step, kid, settings, step, steps, x, y, masks) for kid in (yours, reference)]
-        return [job.result() for job in jobs]
-
-    losses = []
-    every = max(1, steps // 20)
-    progress = Progress(steps, steps + 1, every=10.0)
-    progress.say(f"{'step':>6}  {'yours':>17}  {'numpy_gpt':>17}  difference")
     torch_threads = None
     if level.kind == "torch":
         import torch
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)                    # one core for each kid
-    start = time.perf_counter()
     try:
         with plugged_in(), threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(2) as pool:
-            for step in range(steps):
-                calls[0] = 0
-                try:
-                    pair = both(step)
-                except CheckFailed:
-                    raise
-                except Exception as e:      # the learner's code, on the kid's sizes
-                    progress.close()
-                    say("   losses = numpy_gpt's", "FAIL", f"your attention stopped the kid at step {step + 1}")
-                    raise CheckFailed(describe_exception(e, path, f"your attention, in the kid at step {step + 1},")) \
-                        from None
-                if level.kind != "torch" and calls[0] != config.n_layer:     # a step is one forward of every layer
-                    raise RuntimeError(f"the kid ran your attention_forward {calls[0]} times in a step, not "
-                                       f"{config.n_layer}: numpy_gpt.model no longer calls attention through the "
-                                       f"names plugged_in() replaces; update numpy_gpt/exercise/payoff.py")
-                losses.append(pair)
-                done = step + 1
-                if done == 1 or done % every == 0 or done == steps:
-                    progress.say(f"{done:>6}  {pair[0]:17.13f}  {pair[1]:17.13f}  {abs(pair[0] - pair[1]):.1e}")
-                progress.update(done, pair[0], 2 * batch * T * done / (time.perf_counter() - start))
-                if not math.isfinite(pair[0]):
-                    progress.close()
-                    say("   losses = numpy_gpt's", "FAIL", f"your kid's loss is {pair[0]} at step {done}")
-                    raise CheckFailed(f"your kid's loss became {pair[0]} at step {done}, where numpy_gpt's is "
-                                      f"{pair[1]:.4f}")
-        seconds = time.perf_counter() - start
-        progress.close()
-        yours_losses, ref_losses = np.array(losses).T
-        diff = np.abs(yours_losses - ref_losses) / ref_losses
-        if diff.max() > PAYOFF_TOL:
-            s = int(np.argmax(diff > PAYOFF_TOL))
-            say("   losses = numpy_gpt's", "FAIL", f"from step {s + 1}: {yours_losses[s]:.6f} against {ref_losses[s]:.6f}")
-            raise CheckFailed("your attention passes the small checks but not on the kid's sizes: look for a size "
-                              "written as a number (T, D, n_head) instead of read from the arrays' shapes")
-        verdict = ("bit for bit" if not diff.any() else
-                   f"to float64 rounding: at most {diff.max():.1e} of the loss (at most {PAYOFF_TOL:g})")
-        say("   losses = numpy_gpt's", "ok", f"{steps} steps in {seconds:.0f} s, equal {verdict}; "
-            f"loss {yours_losses[0]:.4f} -> {yours_losses[-1]:.4f}")
-        prompt = default_prompt(tokenizer.chars)
-        print(f"   a sample from your kid ({SAMPLE_CHARS} characters, temperature {SAMPLE_TEMPERATURE}):\n", flush=True)
-        texts = []
-        for kid, out in ((yours, sys.stdout), (reference, None)):
-            written = []
-            if out:
-                out.write(prompt)
-            for token, _ in generate(lambda ids, kid=kid: kid.last_logits(ids), None, tokenizer.encode(prompt),
-                                     SAMPLE_CHARS, T, stream(settings.seed, SAMPLE), SAMPLE_TEMPERATURE,
-                                     use_cache=False):
-                written.append(tokenizer.chars[token])
-                if out:
-                    out.write(written[-1])
-                    out.flush()
-            texts.append("".join(written))
-        print("\n")
-        same = texts[0] == texts[1]
-        first = next((n for n, (a, b) in enumerate(zip(*texts)) if a != b), None)
-        say("   sample = numpy_gpt's", "ok" if same else "note",
-            "numpy_gpt's own attention writes the same characters" if same else
-            f"numpy_gpt's own attention writes another character from character {first + 1} on (a draw that lands "
-            f"within float64 rounding of a cumulative-probability edge)")
+            train_side_by_side(yours, reference, pool, calls, config, settings, train_ids, batch, steps, path)
+            sample_side_by_side(yours, reference, pool, tokenizer, config, settings)
     finally:
         if torch_threads:
             import torch
             torch.set_num_threads(torch_threads)
+
+
+def train_side_by_side(yours, reference, pool, calls, config, settings, train_ids, batch, steps, path):
+    """steps steps of both kids, a thread each; prints the two losses every steps/20 steps, then the verdict."""
+    T = config.block_size
+    losses = []
+    every = max(1, steps // 20)
+    progress = Progress(steps, steps + 1, every=10.0)
+    progress.say(f"{'step':>6}  {'yours':>17}  {'numpy_gpt':>17}  difference")
+    start = time.perf_counter()
+    for step in range(steps):
+        x, y = get_batch(train_ids, batch, T, batch_rng(settings.seed, step))
+        masks = dropout_masks(config, batch, T, settings.dropout, np.random.default_rng(
+            dropout_seed(settings.seed, step)), np.float64)
+        if calls:
+            calls[0] = 0
+        jobs = [pool.submit(train_step, kid, settings, step, steps, x, y, masks) for kid in (yours, reference)]
+        try:
+            pair = [job.result() for job in jobs]
+        except Exception as e:      # the learner's code, on the kid's sizes
+            progress.close()
+            say("   losses = numpy_gpt's", "FAIL", f"your attention stopped the kid at step {step + 1}")
+            raise CheckFailed(describe_exception(e, path, f"your attention, in the kid at step {step + 1},")) from None
+        if calls and calls[0] != config.n_layer:       # a step is one forward of every layer
+            raise RuntimeError(f"the kid ran your attention_forward {calls[0]} times in a step, not {config.n_layer}: "
+                               f"numpy_gpt.model no longer calls attention through the names plugged_in() replaces; "
+                               f"update numpy_gpt/exercise/payoff.py")
+        losses.append(pair)
+        done = step + 1
+        if done == 1 or done % every == 0 or done == steps:
+            progress.say(f"{done:>6}  {pair[0]:17.13f}  {pair[1]:17.13f}  {abs(pair[0] - pair[1]):.1e}")
+        progress.update(done, pair[0], 2 * batch * T * done / (time.perf_counter() - start))
+        if not math.isfinite(pair[0]):
+            progress.close()
+            say("   losses = numpy_gpt's", "FAIL", f"your kid's loss is {pair[0]} at step {done}")
+            raise CheckFailed(f"your kid's loss became {pair[0]} at step {done}, where numpy_gpt's is {pair[1]:.4f}")
+    seconds = time.perf_counter() - start
+    progress.close()
+    yours_losses, ref_losses = np.array(losses).T
+    diff = np.abs(yours_losses - ref_losses) / ref_losses
+    if diff.max() > PAYOFF_TOL:
+        s = int(np.argmax(diff > PAYOFF_TOL))
+        say("   losses = numpy_gpt's", "FAIL", f"from step {s + 1}: {yours_losses[s]:.6f} against {ref_losses[s]:.6f}")
+        raise CheckFailed("your attention passes the small checks but not on the kid's sizes: look for a size "
+                          "written as a number (T, D, n_head) instead of read from the arrays' shapes")
+    verdict = ("bit for bit" if not diff.any() else
+               f"to float64 rounding: at most {diff.max():.1e} of the loss (at most {PAYOFF_TOL:g})")
+    say("   losses = numpy_gpt's", "ok", f"{steps} steps in {seconds:.0f} s, equal {verdict}; "
+        f"loss {yours_losses[0]:.4f} -> {yours_losses[-1]:.4f}")
+
+
+def sample(kid, tokenizer, prompt, config, settings, out=None):
+    """SAMPLE_CHARS characters after prompt, each from a whole forward of the kid over the window (no KV cache:
+    numpy_gpt's cached decoding has attention of its own), written to out as they come -> the text."""
+    written = []
+    for token, _ in generate(lambda ids: kid.last_logits(ids), None, tokenizer.encode(prompt), SAMPLE_CHARS,
+                             config.block_size, stream(settings.seed, SAMPLE), SAMPLE_TEMPERATURE, use_cache=False):
+        written.append(tokenizer.chars[token])
+        if out:
+            out.write(written[-1])
+            out.flush()
+    return "".join(written)
+
+
+def sample_side_by_side(yours, reference, pool, tokenizer, config, settings):
+    """Your kid writes its sample on the screen while numpy_gpt's writes its own in the other thread."""
+    prompt = default_prompt(tokenizer.chars)
+    print(f"   a sample from your kid ({SAMPLE_CHARS} characters, temperature {SAMPLE_TEMPERATURE}):\n", flush=True)
+    theirs = pool.submit(sample, reference, tokenizer, prompt, config, settings)
+    sys.stdout.write(prompt)
+    texts = [pool.submit(sample, yours, tokenizer, prompt, config, settings, sys.stdout).result(), theirs.result()]
+    print("\n", flush=True)
+    first = next((n for n, (a, b) in enumerate(zip(*texts)) if a != b), None)
+    say("   sample = numpy_gpt's", "ok" if first is None else "note",
+        "numpy_gpt's own attention writes the same characters" if first is None else
+        f"numpy_gpt's own attention writes another character from character {first + 1} on (a draw that lands "
+        f"within float64 rounding of a cumulative-probability edge)")
