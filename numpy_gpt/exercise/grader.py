@@ -17,13 +17,11 @@ from outside through y alone:
                           the factor that multiplies q . k
 """
 import math
-import sys
 import traceback
 
 import numpy as np
 
 from .. import layers
-from .plumbing import UserError
 
 # The grader's inputs: small, but with D >= T so that one-hot values can show every weight (scale_probe),
 # B*T <= C so that torch_forward can feed any qkv through c_attn, and sqrt(D) far from 1.
@@ -346,6 +344,8 @@ def scale_probe(forward, qkv):
         return ("a weight of a visible key is 0", "some weights of visible keys (j <= i) are 0: only the future may be "
                 "masked")
     s = float((lhs * rhs).sum() / (rhs * rhs).sum())
+    # For weights that are a softmax of s * q . k the fit is exact to rounding (~1e-14); pairing query i with
+    # anything but key j (k @ q^T, say) leaves a misfit of O(1).
     misfit = np.abs(lhs - s * rhs).max() / np.abs(lhs).max()
     if misfit > 1e-6:
         return ("the weights are not softmax(q . k times one number)",
@@ -474,11 +474,3 @@ def check_torch_backward(run):
                           "although the forward agrees: is part of it computed outside autograd (.detach(), .data, "
                           ".numpy(), an in-place change of a tensor autograd saved)?")
 
-
-def fail_line(e):
-    """The hint, printed under the verdict lines."""
-    print(f"hint: {e}", file=sys.stdout, flush=True)
-
-
-__all__ = ["CheckFailed", "UserError", "check_backward", "check_forward", "check_shapes", "check_torch_backward",
-           "numpy_forward", "torch_forward"]
