@@ -57,7 +57,8 @@ def learner_call(path, what, fn, *args):
     """Call the learner's fn; an exception becomes CheckFailed naming it and the line of their file it
     came from, in one line."""
     try:
-        return fn(*args)
+        with np.errstate(all="ignore"):     # a nan or inf it makes is check 1's to name, in one line
+            return fn(*args)
     except Exception as e:       # the learner's code: anything can happen, and all of it is their hint
         raise CheckFailed(describe_exception(e, path, what)) from None
 
@@ -166,9 +167,9 @@ def as_float64_array(x, what):
     if not isinstance(x, np.ndarray):
         raise CheckFailed(f"{what} must be a NumPy array; it is {describe_value(x)}")
     if x.dtype != np.float64:
-        raise CheckFailed(f"{what} is {x.dtype}, but the input was float64: keep the input's precision "
-                          f"(np.ones(..., dtype=qkv.dtype), not np.ones(...) with its default)" if x.dtype.kind == "f"
-                          else f"{what} is {x.dtype}, not float64")
+        raise CheckFailed(f"{what} is {x.dtype}, but the input was float64: keep the input's precision (an array "
+                          f"you make takes the input's dtype, as np.ones(..., dtype=qkv.dtype) does)"
+                          if x.dtype.kind == "f" else f"{what} is {x.dtype}, not float64")
     return x
 
 
