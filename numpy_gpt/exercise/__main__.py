@@ -150,6 +150,10 @@ def check(args):
     try:
         try:
             module = load_learner_module(path)
+            for name in {"torch": ["CausalSelfAttention"], "numpy-backward": ["attention_backward"],
+                         "numpy-forward": ["attention_forward"]}[kind]:
+                if not callable(getattr(module, name, None)):
+                    raise CheckFailed(f"{path.name} names {name}, but running it leaves no {name} to call")
             if kind == "torch":
                 forward, _ = torch_forward(module.CausalSelfAttention, path)
                 backward = None
