@@ -32,16 +32,16 @@ from .grader import CheckFailed, describe_exception, say
 from .plumbing import CharTokenizer, Progress, default_prompt, kid_training_settings, load_text, split_train_val
 
 SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
-# The kid's model and training settings, with 8 sequences a step instead of 32: the two float64 kids' 200 steps
-# and samples then take about 75 s of CPU time, which their two threads share (docs/exercise.md); a step's cost
-# grows with its sequences, so 32 would take about four times as long.
+# The kid's model and training settings, with 8 sequences a step instead of 32, so that the two float64 kids'
+# 200 steps take a minute or so on 2 cores (docs/exercise.md measures it); a step's cost grows with its
+# sequences, so 32 would take about four times as long.
 PAYOFF_BATCH = 8
 # --small: a model small enough for the tests, trained the same way.
 SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 4}
-# The two kids differ only by the order of float64 operations inside attention. Measured over the kid's 200 steps,
-# for an attention written apart from numpy_gpt's and for torch_gpt's module: at most 3.6e-16 of the loss, two
-# units in the last place (docs/exercise.md). 1e-10 leaves six orders of margin for rounding that grows over a
-# run or differs with another CPU's kernels; numpy_gpt's own attention gives losses equal bit for bit.
+# The two kids differ only by the order of float64 operations inside attention. Over the kid's 200 steps, for an
+# attention written apart from numpy_gpt's and for torch_gpt's module, the losses differ by a few units in the
+# last place (docs/exercise.md). 1e-10 leaves six orders of margin for rounding that grows over a run or differs
+# with another CPU's kernels; numpy_gpt's own attention gives losses equal bit for bit.
 PAYOFF_TOL = 1e-10
 
 _current = threading.local()        # .attention: the (forward, backward) pair this thread's kid runs
