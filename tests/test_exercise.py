@@ -367,3 +367,50 @@ def test_the_payoffs_kid_runs_the_learners_attention_and_the_names_come_back():
     assert len(text) == 200 and calls["forward"] == 2 + 2 * 201    # 2 layers: the prompt, then after each character
     assert numpy_model.attention_forward is layers.attention_forward
     assert numpy_model.attention_backward is layers.attention_backward
+
+
+# what a learner types into each skeleton's TODO lines: the line that assigns name, as the skeleton has it
+FILLED = {
+    "attention": {
+        "q": "qkv[..., :C].reshape(B, T, H, D).transpose(0, 2, 1, 3)",
+        "k": "qkv[..., C:2 * C].reshape(B, T, H, D).transpose(0, 2, 1, 3)",
+        "v": "qkv[..., 2 * C:].reshape(B, T, H, D).transpose(0, 2, 1, 3)",
+        "scores": "q @ k.transpose(0, 1, 3, 2) / math.sqrt(D)",
+        "scores = scores": "np.where(np.triu(np.ones((T, T), bool), k=1), -np.inf, scores)",
+        "att": "np.exp(scores - scores.max(axis=-1, keepdims=True)); att = att / att.sum(axis=-1, keepdims=True)",
+        "y": "(att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)",
+    },
+    "attention-torch": {
+        "q": "qkv.split(C, dim=2)[0].view(B, T, H, D).transpose(1, 2)",
+        "k": "qkv.split(C, dim=2)[1].view(B, T, H, D).transpose(1, 2)",
+        "v": "qkv.split(C, dim=2)[2].view(B, T, H, D).transpose(1, 2)",
+        "scores": "q @ k.transpose(-2, -1) / math.sqrt(D)",
+        "scores = scores": "scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float('-inf'))",
+        "att": "F.softmax(scores, dim=-1)",
+        "y": "(att @ v).transpose(1, 2).reshape(B, T, C)",
+    },
+    "attention-backward": {
+        "datt": "dy @ v.transpose(0, 1, 3, 2)",
+        "dv": "att.transpose(0, 1, 3, 2) @ dy",
+        "dscores": "att * (datt - (att * datt).sum(axis=-1, keepdims=True))",
+        "dq": "dscores @ k * scale",
+        "dk": "dscores.transpose(0, 1, 3, 2) @ q * scale",
+        "dqkv": "np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)",
+    },
+}
+
+
+@pytest.mark.parametrize("level", list(FILLED))
+def test_a_skeleton_with_its_todos_filled_in_passes(tmp_path, monkeypatch, level):
+    """The skeletons and the grader fit together: each TODO line filled in, and nothing else changed, passes."""
+    import re
+    monkeypatch.chdir(tmp_path)
+    main(["start", level, "--out", "skeleton.py"])
+    text = (tmp_path / "skeleton.py").read_text()
+    for target, code in FILLED[level].items():
+        name, was = (target.split(" = ")[0], target.split(" = ")[1]) if " = " in target else (target, "None")
+        pattern = rf"^(\s*){name} = {was} +# TODO.*$"
+        assert len(re.findall(pattern, text, flags=re.M)) == 1, (target, level)
+        text = re.sub(pattern, lambda m: f"{m.group(1)}{name} = {code}", text, flags=re.M)
+    status, lines = grade(tmp_path, text, "--no-payoff")
+    assert status == 0, lines
