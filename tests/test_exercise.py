@@ -254,9 +254,8 @@ def test_the_backward_skeleton_holds_numpy_gpts_forward(tmp_path, monkeypatch):
 
 def test_the_skeletons_ship_as_package_data():
     """pyproject.toml ships skeletons/*.py; start reads them through importlib.resources."""
-    import tomllib
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert config["tool"]["setuptools"]["package-data"]["numpy_gpt.exercise"] == ["skeletons/*.py"]
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '[tool.setuptools.package-data]\n"numpy_gpt.exercise" = ["skeletons/*.py"]' in text
     from numpy_gpt.exercise.__main__ import LEVELS
     for skeleton, _, _ in LEVELS.values():
         assert (ROOT / "numpy_gpt" / "exercise" / "skeletons" / skeleton).is_file()
@@ -296,6 +295,11 @@ def test_help(tmp_path, args):
     (("my_attention.py", "# mine\n"), ["start", "attention"], "my_attention.py exists already", 1),
     (("mine.py", "from numpy_gpt.layers import attention_forward\n"), ["check", "mine.py", "--steps", "0"],
      "--steps must be at least 1", 1),
+    (("mine.py", "from numpy_gpt.layers import attention_forward\n"), ["check", "mine.py", "--steps", "many"],
+     "argument --steps: invalid int value: 'many'", 2),
+    (("mine.py", "from numpy_gpt.layers import attention_forward\n"), ["check", "mine.py", "--data", "nowhere.txt"],
+     "data file not found: nowhere.txt", 1),
+    (("folder", None), ["start", "attention", "--out", "folder"], "folder is a folder; pass a file name", 1),
 ])
 def test_bad_input_is_one_line(tmp_path, setup, args, message, status):
     if setup and setup[1] is None:
@@ -304,7 +308,7 @@ def test_bad_input_is_one_line(tmp_path, setup, args, message, status):
         (tmp_path / setup[0]).write_text(setup[1])
     result = run(*args, cwd=tmp_path)
     assert_one_line_error(result, message, status)
-    if args[:2] == ["start", "attention"]:
+    if args == ["start", "attention"]:
         assert (tmp_path / "my_attention.py").read_text() == "# mine\n"      # nothing lost
         assert run("start", "attention", "--force", cwd=tmp_path).returncode == 0
         assert "TODO" in (tmp_path / "my_attention.py").read_text()

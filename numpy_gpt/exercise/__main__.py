@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from .. import layers
 from .grader import (CheckFailed, check_backward, check_forward, check_shapes, check_torch_backward, numpy_backward,
                      numpy_forward, say, torch_forward)
-from .plumbing import ArgumentParser, HelpFormatter, UserError, atomic_write, check_output, run_cli
+from .plumbing import ArgumentParser, HelpFormatter, UserError, atomic_write, check_output, open_input, run_cli
 
 PROG = "python -m numpy_gpt.exercise"
 
@@ -63,7 +63,7 @@ def code_names(code):
 
 def start(args):
     path = Path(args.out or LEVELS[args.level][1])
-    check_output(path, "the file", folder=False)
+    check_output(path, "--out" if args.out else "the file", folder=False)
     if path.exists() and not args.force:
         raise UserError(f"{path} exists already; grade it with `{PROG} check {path}`, or pass --force to replace it "
                         f"with a fresh skeleton")
@@ -235,6 +235,9 @@ def main(argv=None):
         return start(args)
     if args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
+    if args.data is not None and not args.no_payoff:        # refused now, not after checks 1 to 3
+        with open_input(args.data, "data file", "pass --data with an existing UTF-8 text file"):
+            pass
     return check(args)
 
 

@@ -3,13 +3,13 @@ this package: the error a user can fix, the command runner and parser, safe file
 defaults, the progress line, and the text."""
 from ..checkpoint import atomic_write
 from ..cli import ArgumentParser, HelpFormatter, check_output, check_training_args, run_cli, training_parser
-from ..config import UserError
+from ..config import UserError, open_input
 from ..data import CharTokenizer, default_prompt, load_text, split_train_val
 from ..loop import Progress
 
 __all__ = ["ArgumentParser", "CharTokenizer", "HelpFormatter", "Progress", "UserError", "atomic_write",
            "check_output", "check_training_args", "default_prompt", "kid_training_settings", "load_text",
-           "run_cli", "split_train_val"]
+           "open_input", "run_cli", "split_train_val"]
 
 
 def kid_training_settings():
