@@ -59,8 +59,11 @@ FORWARD_ONLY = SOLUTION.split("\n\ndef attention_backward")[0] + "\n"
 MISTAKES = {
     "missing mask": ("    scores = np.where(visible, scores, -np.inf)\n", "", FORWARD_ONLY,
                      "no attention to the future", "the causal mask is missing"),
-    "mask after the softmax": ("    scores = np.where(visible, scores, -np.inf)\n    e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n    att = e / e.sum(axis=-1, keepdims=True)\n",
-                               "    e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n    att = e / e.sum(axis=-1, keepdims=True) * visible\n",
+    "mask after the softmax": ("    scores = np.where(visible, scores, -np.inf)\n"
+                               "    e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n"
+                               "    att = e / e.sum(axis=-1, keepdims=True)\n",
+                               "    e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n"
+                               "    att = e / e.sum(axis=-1, keepdims=True) * visible\n",
                                FORWARD_ONLY, "no attention to the future",
                                "mask the scores with -inf before the softmax"),
     "missing scale": ("    scale = 1 / math.sqrt(D)\n", "    scale = 1\n", FORWARD_ONLY,
@@ -73,7 +76,8 @@ MISTAKES = {
         FORWARD_ONLY, "no attention to the future", "normalises over the queries"),
     "rows not normalised": ("    att = e / e.sum(axis=-1, keepdims=True)\n", "    att = e\n", FORWARD_ONLY,
                             "each row of weights sums to 1", "the rows of weights do not sum to 1"),
-    "heads mixed": ("    q, k, v = (a.reshape(B, T, n_head, D).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, axis=-1))\n",
+    "heads mixed": ("    q, k, v = (a.reshape(B, T, n_head, D).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, "
+                    "axis=-1))\n",
                     "    q, k, v = (a.reshape(B, n_head, T, D) for a in np.split(qkv, 3, axis=-1))\n", FORWARD_ONLY,
                     "heads kept apart", "the heads are mixed"),
     "k @ q^T": ('    scores = np.einsum("bhid,bhjd->bhij", q, k) * scale\n',
@@ -287,7 +291,8 @@ def test_help(tmp_path, args):
 
 @pytest.mark.parametrize("setup, args, message, status", [
     (None, ["check", "nowhere.py"], "nowhere.py not found; write one with", 1),
-    (("bad.py", "def attention_forward(qkv, n_head):\n    y = = 1\n"), ["check", "bad.py"], "bad.py line 2: invalid syntax", 1),
+    (("bad.py", "def attention_forward(qkv, n_head):\n    y = = 1\n"), ["check", "bad.py"],
+     "bad.py line 2: invalid syntax", 1),
     (("other.py", "def forward(x):\n    return x\n"), ["check", "other.py"], "defines none of attention_forward", 1),
     (("folder", None), ["check", "folder"], "folder is a folder", 1),
     (None, ["start", "attn"], "invalid choice: 'attn'", 2),

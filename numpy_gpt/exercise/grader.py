@@ -239,7 +239,8 @@ def check_forward(forward):
     say("2. forward = numpy_gpt's", "ok" if same else "FAIL",
         f"largest difference {err:.1e} of y's scale, float64" + ("" if same else f" (at most {FORWARD_TOL:g})"))
     for label, probe in (("   heads kept apart", heads_probe), ("   no attention to the future", future_probe),
-                         ("   each row of weights sums to 1", rows_probe), ("   scores scaled by 1/sqrt(D)", scale_probe)):
+                         ("   each row of weights sums to 1", rows_probe),
+                         ("   scores scaled by 1/sqrt(D)", scale_probe)):
         try:
             detail, hint = probe(forward, qkv)
         except CheckFailed:
@@ -309,7 +310,8 @@ def future_probe(forward, qkv):
                 detail = f"changing the {name} at position {t} changed y at position(s) {', '.join(map(str, hit))}"
                 return detail, {
                     "values": "the causal mask is missing: earlier positions read the values of later ones. Before "
-                              "the softmax, set the scores where key j > query i to -inf (np.triu(..., k=1) marks them)",
+                              "the softmax, set the scores where key j > query i to -inf (np.triu(..., k=1) or "
+                              "torch.triu(..., 1) marks them)",
                     "keys": "future keys reach earlier outputs through the softmax's normalising sum: mask the scores "
                             "with -inf before the softmax, not the weights after it",
                     "query": "a later query changed an earlier output: the softmax normalises over the queries (axis "
@@ -399,7 +401,8 @@ def reference_terms(qkv, dy):
     dscores = layers.softmax_backward(datt, att)
 
     def grads(ds, dq=None, dk=None, dv_=None):
-        return {"dq": ds @ (k * scale) if dq is None else dq, "dk": ds.transpose(tr) @ (q * scale) if dk is None else dk,
+        return {"dq": ds @ (k * scale) if dq is None else dq,
+                "dk": ds.transpose(tr) @ (q * scale) if dk is None else dk,
                 "dv": dv if dv_ is None else dv_}
     right = grads(dscores)
     wrong = {
@@ -415,7 +418,8 @@ def reference_terms(qkv, dy):
             grads(dscores, dk=dscores @ (q * scale)),
         "it looks transposed: from y = att @ v, dv = att^T @ dy (not att @ dy)": grads(dscores, dv_=att @ g),
         "dq and dk are swapped": grads(dscores, dq=right["dk"], dk=right["dq"]),
-        "dq, dk and dv are not in qkv's order: q first, then k, then v": grads(dscores, dq=right["dv"], dv_=right["dq"]),
+        "dq, dk and dv are not in qkv's order: q first, then k, then v":
+            grads(dscores, dq=right["dv"], dv_=right["dq"]),
     }
     merge = layers.merge_heads
     return ({n: merge(a) for n, a in right.items()},

@@ -37,7 +37,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         H = self.n_head
         D = C // H
-        qkv = self.c_attn(x)                    # (B, T, 3C): q, then k, then v; head h owns channels h*D..(h+1)*D-1 of each
+        qkv = self.c_attn(x)                    # (B, T, 3C): q, then k, then v; head h owns h*D..(h+1)*D-1 of each
 
         # 1. Cut qkv into q, k and v (qkv.split(C, dim=2)), each (B, T, C), and each of those into
         #    its heads: .view(B, T, H, D).transpose(1, 2) -> (B, H, T, D).
