@@ -160,7 +160,7 @@ def test_numpy_gpts_own_attention_passes_every_check(tmp_path, source, level):
     """numpy_gpt's (and torch_gpt's) attention is the solution: it passes, the payoff bit for bit in NumPy."""
     status, lines = grade(tmp_path, source, "--small", "--steps", "3", "--data", str(corpus_path()))
     assert status == 0, lines
-    assert level in lines[0]
+    assert level in lines[0] and lines[1].startswith("note: mine.py takes ") and "ready-made" in lines[1]
     assert not any(" FAIL" in line for line in lines)
     payoff = next(line for line in lines if line.strip().startswith("losses = numpy_gpt's"))
     assert " ok " in payoff and ("bit for bit" in payoff or "torch" in source), payoff
@@ -202,6 +202,14 @@ class CausalSelfAttention(nn.Module):
         y = (att @ v).transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y)
 '''
+
+
+def test_pytorchs_one_call_attention_passes_with_a_note(tmp_path):
+    source = TORCH_SOLUTION.replace("        y = (att @ v).transpose(1, 2).reshape(B, T, C)\n",
+                                    "        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+                                    "        y = y.transpose(1, 2).reshape(B, T, C)\n")
+    status, lines = grade(tmp_path, source, "--no-payoff")
+    assert status == 0 and lines[1].startswith("note: mine.py takes scaled_dot_product_attention ready-made"), lines
 
 
 @pytest.mark.parametrize("right, wrong, check, hint", [
