@@ -231,3 +231,26 @@ def test_training_gives_the_heads_habits(tiny):
 def test_val_ids_are_the_last_tenth():
     text = "abcdefghij" * 10
     assert "".join("abcdefghij"[i] for i in habits.val_ids(text, "abcdefghij")) == text[90:]
+
+
+def test_peek_show_prints_the_habit_table(tiny, tmp_path):
+    """peek show's table: one row per layer and head, with the clearest habit and its figure as head_habits
+    measured them on the validation split of the text passed with --data."""
+    from numpy_gpt.checkpoint import save_weights
+    from test_numpy_cli import run
+    params, config, chars, held_out = tiny
+    text = corpus_path().read_text(encoding="utf-8")[:8000]
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    save_weights(tmp_path / "kid.npz", params, config, chars)
+    result = run("-m", "peek", "show", "--checkpoint", str(tmp_path / "kid.npz"), "--data", str(tmp_path / "t.txt"))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("What each head does")[1].splitlines()
+    expected = habits_for_kid(params, config, chars, habits.val_ids(text, chars))
+    rows = [line.split() for line in table if line.startswith("  L")]
+    assert len(rows) == config.n_layer * config.n_head
+    for row, head in zip(rows, [h for layer in expected for h in layer]):
+        assert row[:2] == [f"L{head['layer']}", f"H{head['head']}"]
+        assert " ".join(row).count(head["label"]) == 1
+        figure = f"{head['figure']:.1f}" if head["habit"] == "spread" else f"{100 * head['figure']:.0f}%"
+        assert figure in row, (row, head)
+    assert "Even attention would give previous" in result.stdout
