@@ -239,10 +239,9 @@ def test_peek_show_prints_the_habit_table(tiny, tmp_path):
     from numpy_gpt.checkpoint import save_weights
     from test_numpy_cli import run
     params, config, chars, held_out = tiny
-    text = corpus_path().read_text(encoding="utf-8")[:8000]
-    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    text = corpus_path().read_text(encoding="utf-8")                  # the tiny model's vocabulary is all of it
     save_weights(tmp_path / "kid.npz", params, config, chars)
-    result = run("-m", "peek", "show", "--checkpoint", str(tmp_path / "kid.npz"), "--data", str(tmp_path / "t.txt"))
+    result = run("-m", "peek", "show", "--checkpoint", str(tmp_path / "kid.npz"), "--data", str(corpus_path()))
     assert result.returncode == 0, result.stderr
     table = result.stdout.split("What each head does")[1].splitlines()
     expected = habits_for_kid(params, config, chars, habits.val_ids(text, chars))
