@@ -154,7 +154,7 @@ def windows_of(text_ids, block_size, n=WINDOWS):
 def model_attention(params, config, ids):
     """ids (N, T) -> attention (N, L, H, T, T), numpy_gpt's forward in float64."""
     params = {name: np.asarray(p, dtype=np.float64) for name, p in params.items()}
-    _, _, _, cache = gpt_forward(params, config, ids)
+    cache = gpt_forward(params, config, ids)[-1]                    # the cache comes last
     return attention_of(cache, config)
 
 

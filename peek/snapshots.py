@@ -27,10 +27,9 @@ import numpy as np
 from numpy_gpt.checkpoint import load_weights
 from numpy_gpt.config import UserError
 from numpy_gpt.data import default_prompt
-from numpy_gpt.model import gpt_forward
 
 from . import analysis
-from .habits import attention_of, habits_for_kid, val_ids
+from .habits import habits_for_kid, model_attention, val_ids
 
 SNAPSHOT = re.compile(r"step_(\d+)\.npz")
 MOST = 11              # snapshots kept, evenly spread from the first to the last: a 5,000-step run's 11
@@ -136,8 +135,7 @@ def snapshot_views(folder, text=None, layer=0, up_to=None, log_path=None, most=M
                 held_out = None                                             # too short to show a habit
         params = {name: p.astype(np.float64) for name, p in params.items()}
         coords, explained = analysis.embedding_pca(params["wte.weight"])
-        _, _, _, cache = gpt_forward(params, config, ids[None])
-        att = attention_of(cache, config)[0, layer]                         # (H, T, T)
+        att = model_attention(params, config, ids[None])[0, layer]          # (H, T, T)
         entry = losses.get(step, {})
         views.append({
             "step": step, "train_loss": entry.get("train_loss"), "val_loss": entry.get("val_loss"),

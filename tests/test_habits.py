@@ -172,7 +172,7 @@ def train_tiny(steps=600):
     opt = adamw_init(params)
     for step in range(steps):
         x, y = get_batch(train, 16, config.block_size, rng)
-        _, loss, _, cache = gpt_forward(params, config, x, y)
+        cache = gpt_forward(params, config, x, y)[-1]
         adamw_step(params, gpt_backward(params, config, cache), opt, lr_at(step, 1e-2, 1e-3, 30, steps))
     return params, config, tokenizer.chars, held_out
 
