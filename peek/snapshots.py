@@ -147,7 +147,8 @@ def snapshot_views(folder, text=None, layer=0, up_to=None, log_path=None, most=M
         e, ref = views[i]["embedding"], views[i + 1]["embedding"]["pca"]
         e["pca"], e["explained"] = align(e["pca"], e["explained"], ref)
     for v in views:
-        v["embedding"] = {"pca": rounded(v["embedding"]["pca"], 4), "explained": rounded(v["embedding"]["explained"], 4)}
+        e = v["embedding"]
+        v["embedding"] = {"pca": rounded(e["pca"], 4), "explained": rounded(e["explained"], 4)}
     return {"layer": layer, "prompt": {"text": prompt, "ids": [int(i) for i in ids]}, "snapshots": views}
 
 

@@ -26,7 +26,8 @@ RUNNER = f"""
 import * as calc from {json.dumps(CALC)};
 import {{ readFileSync }} from "node:fs";
 const calls = JSON.parse(readFileSync(0, "utf-8"));
-process.stdout.write(JSON.stringify(calls.map(([name, ...args]) => typeof calc[name] === "function" ? calc[name](...args) : calc[name])));
+const answer = ([name, ...args]) => typeof calc[name] === "function" ? calc[name](...args) : calc[name];
+process.stdout.write(JSON.stringify(calls.map(answer)));
 """
 
 
@@ -120,8 +121,8 @@ def test_memory_and_time():
     kid = shape(GPTConfig())
     nano = {**kid, "block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384}
     memory, same, double, nano_time, flops_kid, flops_nano = calc(
-        ["memory_bytes", kid], ["train_time_estimate", kid, kid, 600, 5000], ["train_time_estimate", kid, kid, 600, 10000, 5000],
-        ["train_time_estimate", nano, kid, 600, 5000], ["step_flops", kid, 32], ["step_flops", nano, 32])
+        ["memory_bytes", kid], ["train_time_estimate", kid, kid, 600, 5000],
+        ["train_time_estimate", kid, kid, 600, 10000, 5000], ["train_time_estimate", nano, kid, 600, 5000], ["step_flops", kid, 32], ["step_flops", nano, 32])
     assert memory == {"total": 16 * 826_368, "weights": 4 * 826_368, "gradients": 4 * 826_368, "adam": 8 * 826_368}
     assert same == 600 and double == 1200
     assert nano_time == pytest.approx(600 * flops_nano["total"] / flops_kid["total"], rel=1e-12)
