@@ -35,7 +35,8 @@ H n_head, T a prompt's length, k the neighbours and top guesses kept (5):
     snapshots           the run's snapshots up to the checkpoint's step (peek.snapshots.snapshot_views:
                         layer, prompt {text, ids (T,)}, snapshots [{step, train_loss, val_loss,
                         embedding {pca (V, 2), explained (2,)}, attention (H, T, T), habits}, ...]), or
-                        null where the checkpoint has no checkpoints/ folder beside it (or is its own)
+                        null where no checkpoints/ folder with a snapshot in it holds the checkpoint or
+                        sits beside it
 
 Every number is a plain JSON number; nothing is pickled. load_export() checks all of it, and the
 weights against their checksums, and names the first thing that is wrong.
