@@ -67,8 +67,8 @@ configs = st.builds(lambda V, T, L, H, d: GPTConfig(V, T, L, H, H * d), st.integ
                     st.integers(1, 24), st.integers(1, 16), st.integers(1, 128))
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.lists(configs, min_size=1, max_size=5))
+@settings(max_examples=12, deadline=None)       # each example starts node once, for up to 8 shapes
+@given(st.lists(configs, min_size=1, max_size=8))
 def test_param_counts_equal_param_shapes(cs):
     results = calc(*[["param_counts", shape(c)] for c in cs])
     for c, got in zip(cs, results):
