@@ -124,7 +124,7 @@ def head_habits(habits):
     rows = []
     for row in habits:
         for h in row:
-            figure = f"{h['figure']:.1f} back" if h["habit"] == "spread" else f"{100 * h['figure']:.0f}%"
+            figure = "" if h["habit"] == "spread" else f"{100 * h['figure']:.0f}%"     # spread: see distance
             rows.append((f"L{h['layer']} H{h['head']}", h["label"], figure, f"{h['mean_distance']:.1f}",
                          *(f"{100 * h[k]:.0f}%" for k in ("previous", "self", "first", "same_char", "last_space"))))
     chance = habits[0][0]["chance"]
@@ -135,8 +135,9 @@ def head_habits(habits):
         heading("What each head does") + " (its attention on held-out text: the validation split)",
         table(("head", "clearest habit", "figure", "distance", *names.values()), rows, "<<>>>>>>>"),
         "  The share of each head's weight on each habit; distance is how far back it looks, in characters.",
-        f"  Even attention would give {even}. The clearest habit is the one furthest above that;",
-        f"  a head with no habit {100 * CLEAR:.0f} points above it spreads its attention (figure: its distance)."])
+        f"  Even attention would give {even}.",
+        "  The clearest habit is the one furthest above that; figure is its share. A head with no habit",
+        f"  {100 * CLEAR:.0f} points above it spreads its attention."])
 
 
 def training(log):

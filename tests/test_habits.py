@@ -250,6 +250,7 @@ def test_peek_show_prints_the_habit_table(tiny, tmp_path):
     for row, head in zip(rows, [h for layer in expected for h in layer]):
         assert row[:2] == [f"L{head['layer']}", f"H{head['head']}"]
         assert " ".join(row).count(head["label"]) == 1
-        figure = f"{head['figure']:.1f}" if head["habit"] == "spread" else f"{100 * head['figure']:.0f}%"
-        assert figure in row, (row, head)
+        assert f"{head['mean_distance']:.1f}" in row, (row, head)
+        if head["habit"] != "spread":
+            assert f"{100 * head['figure']:.0f}%" in row, (row, head)
     assert "Even attention would give previous" in result.stdout
