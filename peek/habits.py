@@ -51,7 +51,9 @@ def habit_masks(ids, chars):
     t, s = np.arange(T)[:, None], np.arange(T)[None, :]             # (T, 1), (1, T)
     earlier = np.broadcast_to(s < t, (N, T, T))                     # (N, T, T) strictly before the query
     after_first = np.broadcast_to(np.arange(T) >= 1, (N, T))       # (N, T)
-    one = lambda m: np.broadcast_to(m, (N, T, T)).astype(np.float64)
+
+    def one(m):                                                     # (T, T) -> (N, T, T) of 0s and 1s
+        return np.broadcast_to(m, (N, T, T)).astype(np.float64)
     same = earlier & (ids[:, :, None] == ids[:, None, :])            # (N, T, T)
     is_space = np.isin(ids, [chars.index(c) for c in SPACES if c in chars])      # (N, T)
     spaces_before = earlier & is_space[:, None, :]                  # (N, T, T) spaces at s < t
