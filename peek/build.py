@@ -39,7 +39,7 @@ STEPS = [
     ("vocabulary", "The vocabulary", "Every character it knows, and the number it reads instead."),
     ("embeddings", "Embeddings", "Each character becomes a list of numbers; alike characters end up close."),
     ("positions", "Positions", "How the kid knows which character came first."),
-    ("attention", "Attention", "Sixteen heads look back at the text, each with its own habit."),
+    ("attention", "Attention", "Every head looks back at the text in its own way, measured."),
     ("block", "The block", "The whole machine on one page: click a part to see its code and numbers."),
     ("letters", "Back to letters", "From scores to a choice: temperature, top-k and top-p, live."),
     ("learning", "Watch it learn", "The run replayed: the letters sort themselves and the heads find jobs."),
@@ -135,6 +135,11 @@ def read_parity(path, checkpoint="out/kid.npz"):
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a parity --json summary ({type(e).__name__}: {e}); {fix}") from None
     return summary
+
+
+def show_text(text):
+    """text in quotes, its newlines drawn as ⏎."""
+    return "“" + text.replace("\n", "⏎") + "”"
 
 
 def show_char(c):
@@ -275,8 +280,8 @@ def snapshot_facts(d):
     s = d.get("snapshots")
     if not s:
         return None
-    items = s.get("snapshots") or s.get("items") or []
-    return {"n": len(items), "steps": [i["step"] for i in items], "prompt": s.get("prompt"), "layer": s.get("layer")}
+    items = s["snapshots"]
+    return {"n": len(items), "steps": [i["step"] for i in items], "prompt": s["prompt"]["text"], "layer": s["layer"]}
 
 
 def surprises(d, k):
@@ -297,19 +302,23 @@ def surprises(d, k):
     if grads and len(grads["inputs"]) >= 3:
         g = np.array(grads["inputs"])
         share = float(g[:2].sum() / max(g.sum(), 1e-30))
-        items.append(f"In the prompt {d['prompt']['text']!r}, the first two characters carry {100 * share:.0f}% of "
-                     f"the loss's sensitivity to the input (the size of its gradient at each position): the "
-                     f"opening letters decide most of what the kid expects next.")
+        T = len(g) - 1                                    # the last position feeds no known target
+        text = show_text(d["prompt"]["text"])
+        items.append(f"How much does each character of the prompt {text} matter to the loss? Measured by the "
+                     f"size of the loss's gradient at each position, the first two of its {T} characters that "
+                     f"have a next one to predict carry {100 * share:.0f}% of it"
+                     + (": the opening letters decide most of what the kid expects next." if share > 0.5 else
+                        ", about their share: the kid weighs the whole prompt." if share > 1.5 / T else "."))
     if k["explained"] is not None:
         e = k["explained"]
         items.append(f"The two directions in which the character vectors differ most explain only "
                      f"{100 * e[0]:.0f}% and {100 * e[1]:.0f}% of their spread: the kid uses all "
                      f"{k['C']} of its numbers, not two.")
     if k["letters"]["choices"] > 2:
-        items.append(f"After {k['letters']['text']!r} the kid is as unsure as a fair choice among "
+        items.append(f"After {show_text(k['letters']['text'])} the kid is as unsure as a fair choice among "
                      f"{k['letters']['choices']:.1f} characters, yet on average over held-out text it hesitates "
                      f"between only {k['passage'].get('choices', 0):.1f}." if k["passage"]["mean_loss"] else
-                     f"After {k['letters']['text']!r} the kid is as unsure as a fair choice among "
+                     f"After {show_text(k['letters']['text'])} the kid is as unsure as a fair choice among "
                      f"{k['letters']['choices']:.1f} characters.")
     return items
 
@@ -373,7 +382,7 @@ def thumbnails(d, k):
     for i, ch in enumerate(text.replace("\n", " ")[:24]):
         x, y = 6 + (i % 8) * 14, 10 + (i // 8) * 20
         loss = losses[i - 1] if 0 < i <= len(losses) and losses[i - 1] is not None else 0
-        cells.append(f'<rect x="{x}" y="{y}" width="13" height="17" rx="2" fill="{blue(loss / k["ln_V"])}"/>'
+        cells.append(f'<rect x="{x}" y="{y}" width="13" height="17" rx="2" fill="{blue(0.7 * loss / k["ln_V"])}"/>'
                      f'<text x="{x + 6.5}" y="{y + 13}" text-anchor="middle">{html.escape(ch)}</text>')
     out["task"] = svg("".join(cells))
     counts = d["vocab"]["counts"] or [1] * len(chars)
@@ -391,7 +400,7 @@ def thumbnails(d, k):
                     f'r="2.4" class="{kind}"/>')
     out["embeddings"] = svg("".join(dots))
     sim = np.array(d["positions"]["similarity"])
-    out["positions"] = svg(matrix_svg(sim, 24, 48, 60, lambda v: diverge(v)))
+    out["positions"] = svg(matrix_svg(sim, 24, 48, 60, diverge))
     att = np.array(d["prompt"]["attention"])                       # (L, H, T, T)
     out["attention"] = svg(matrix_svg(att[0, min(1, att.shape[1] - 1)], 24, 48, 60, lambda v: blue(v ** 0.5)))
     boxes = "".join(f'<rect x="{30 + 4 * i}" y="{14 + 10 * i}" width="60" height="14" rx="3" class="box"/>'
@@ -433,7 +442,7 @@ def matrix_svg(m, n, x0, size, colour):
     T = len(m)
     idx = np.minimum((np.arange(n) * T / n).astype(int), T - 1)
     cell = size / n
-    left = x0 + 12 - size / 2 + 18
+    left = x0 - size / 2 + 12
     return "".join(f'<rect x="{left + j * cell:.2f}" y="{6 + i * cell:.2f}" width="{cell + 0.05:.2f}" '
                    f'height="{cell + 0.05:.2f}" fill="{colour(float(m[a][b]))}"/>'
                    for i, a in enumerate(idx) for j, b in enumerate(idx))

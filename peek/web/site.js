@@ -33,7 +33,7 @@ const $ = (id) => document.getElementById(id);
 // a character as one visible glyph: newline and space would vanish (peek.analysis.show_char)
 const show_char = (c) => ({ "\n": "⏎", " ": "␣", "\t": "⇥" })[c] ?? c;
 
-const fmt = (x, digits = 3) => x.toFixed(digits);
+const fmt = (x, digits = 3) => (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits);   // no "-0.000"
 const pct = (x, digits = 0) => `${(100 * x).toFixed(digits)}%`;
 const thousands = (x) => Math.round(x).toLocaleString("en");
 
@@ -181,10 +181,9 @@ function attention_map(container, width, a, labels, readout, caption) {
                               "aria-label": caption });
   const g = el("svg:g", { transform: `translate(${margin},${margin})` });
   for (let i = 0; i < T; i++)
-    for (let j = 0; j <= i; j++)
+    for (let j = 0; j < T; j++)                      // j > i: the future, masked
       g.append(el("svg:rect", { x: j * cell, y: i * cell, width: cell + 0.3, height: cell + 0.3,
-                                fill: shade(Math.sqrt(a[i * T + j])), "data-i": i, "data-j": j }));
-  g.append(el("svg:path", { d: `M0,0 L${side},${side} L${side},0 Z`, class: "masked" }));
+                                fill: j > i ? "#f3f0ea" : shade(Math.sqrt(a[i * T + j])) }));
   const every = Math.max(1, Math.ceil(13 / cell));      // skip labels that would overlap
   for (let t = 0; t < T; t += every) {
     svg.append(el("svg:text", { x: margin + (t + 0.5) * cell, y: 14, class: "axis-char", "text-anchor": "middle", text: labels[t] }),
@@ -501,9 +500,14 @@ async function block(d) {
     document.querySelectorAll("#block-diagram .part").forEach((g) => g.classList.toggle("chosen", g.dataset.part === name));
     show_numbers();
   };
+  const pick = (name) => {
+    select(name);
+    if (window.innerWidth < 760)                       // on a phone the code is below the diagram: go there
+      sections.find((s) => s.dataset.part === name).scrollIntoView({ behavior: "smooth", block: "start" });
+  };
   document.querySelectorAll("#block-diagram .part").forEach((g) => {
-    g.addEventListener("click", () => select(g.dataset.part));
-    g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(g.dataset.part); } });
+    g.addEventListener("click", () => pick(g.dataset.part));
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(g.dataset.part); } });
   });
   const compute = () => {
     try {
@@ -578,7 +582,7 @@ async function letters(d) {
 function snapshots_of(d) {
   const s = d.snapshots;
   if (!s) return [];
-  return s.snapshots ?? s.items ?? [];
+  return s.snapshots ?? [];
 }
 
 // 8. watch it learn: the loss curve, the samples, and the snapshots of the kid's insides, on one slider
@@ -632,8 +636,7 @@ function snapshot_view(d, snaps) {
       "(out/checkpoints/), so the kid's insides cannot be shown as it learned." }));
     return null;
   }
-  const s = d.snapshots, chars = d.vocab.chars, prompt = s.prompt ?? "", layer = s.layer ?? 0;
-  const labels = [...prompt].map(show_char);
+  const s = d.snapshots, chars = d.vocab.chars, prompt = s.prompt?.text ?? "", layer = s.layer ?? 0;
   const head = el("h2"), map_box = el("div", { class: "snap-map" }), map_note = el("p", { class: "note" });
   const att_box = el("div", { class: "snap-att" }), habit_box = el("ol", { class: "snap-habits" });
   box.replaceChildren(head,
@@ -667,7 +670,6 @@ function snapshot_view(d, snaps) {
     }));
     const habits = snap_habits(snap, layer);
     habit_box.replaceChildren(...habits.map((h) => el("li", { text: `head ${h.head}: ${describe_habit(h)}` })));
-    if (!labels.length) return;
   };
 }
 
@@ -740,41 +742,38 @@ async function calculator(d) {
   const sliders = { n_layer: $("calc-layers"), n_head: $("calc-heads"), n_embd: $("calc-width"),
                     block_size: $("calc-context"), vocab_size: $("calc-vocab") };
   const set = (config) => { for (const [k, s] of Object.entries(sliders)) s.value = config[k]; update(); };
-  const kid = presets.kid, batch = d.checkpoint.meta?.batch_size ?? d.checkpoint.meta?.config?.batch_size ?? 64;
-  const rate = tokens_per_s(d), steps = d.log?.[d.log.length - 1]?.step ?? d.checkpoint.step ?? 5000;
+  const kid = presets.kid, last = d.log?.[d.log.length - 1];
+  const run = last && last.elapsed_s > 0 && last.step > 0 ? { seconds: last.elapsed_s, steps: last.step } : null;
   function update() {
     const config = Object.fromEntries(Object.entries(sliders).map(([k, s]) => [k, Number(s.value)]));
     for (const s of Object.values(sliders)) show_value(s);
     const problems = config.n_embd % config.n_head
-      ? `The width (${config.n_embd}) must split evenly into the heads (${config.n_head}): each head gets width / heads numbers.` : "";
-    const counts = calc.param_counts(config);
-    const parts = counts.by_part ?? counts.parts ?? Object.fromEntries(Object.entries(counts).filter(([k]) => k !== "total"));
-    const total = counts.total ?? Object.values(parts).reduce((a, b) => a + b, 0);
-    const flops = calc.step_flops(config, batch), kid_flops = calc.step_flops(kid, batch);
-    const memory = calc.memory_bytes(config);
-    const weights = memory.weights ?? memory.params ?? 4 * total, adam = memory.adamw ?? memory.optimizer ?? 8 * total;
-    const time = rate ? (calc.train_time_estimate
-      ? calc.train_time_estimate(config, rate, { kid, batch_size: batch, steps })
-      : steps * batch * config.block_size / (rate * kid.block_size / config.block_size) * flops / kid_flops) : null;
-    const seconds = typeof time === "object" && time !== null ? (time.seconds ?? time.s) : time;
+      ? `The width (${config.n_embd}) must split evenly between the heads (${config.n_head}): each head gets width ÷ heads numbers.` : "";
+    const { total, ...parts } = calc.param_counts(config);
+    const flops = calc.step_flops(config, 1).total, memory = calc.memory_bytes(config);
     const is = (p) => Object.keys(sliders).every((k) => config[k] === p[k]);
     const where = is(kid) ? "This is the kid." : is(presets.nanogpt) ? "This is nanoGPT's shakespeare_char model." : "";
     const biggest = Math.max(...Object.values(parts));
+    const time = run ? calc.train_time_estimate(config, kid, run.seconds, run.steps) : null;
     box.replaceChildren(
       problems ? el("p", { class: "warn", text: problems }) : "",
-      el("p", { class: "calc-total" }, el("b", { text: thousands(total) }), ` numbers (parameters)` +
-         (is(kid) ? "" : `, ${(total / d.n_params).toFixed(1)} times the kid's`) + ". " + where),
+      el("p", { class: "calc-total" }, el("b", { text: thousands(total) }), " numbers (parameters)" +
+         (is(kid) ? "" : `, ${(total / d.n_params).toFixed(total < 10 * d.n_params ? 1 : 0)} times the kid's`) + ". " + where),
       el("div", { class: "bars parts" }, ...Object.entries(parts).map(([name, n]) =>
-        el("div", { class: "bar" }, el("span", { class: "label wide", text: name.replace(/_/g, " ") }),
+        el("div", { class: "bar" }, el("span", { class: "label wide", text: name }),
            el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * n / biggest).toFixed(1)}%` })),
            el("span", { class: "value", text: thousands(n) })))),
       el("dl", { class: "calc-facts" },
-         el("dt", { text: "one training step" }), el("dd", { text: `${big(flops)} FLOPs, for a batch of ${batch} windows of ${config.block_size} characters` }),
-         el("dt", { text: "memory" }), el("dd", { text: `${bytes(weights)} for the numbers in float32; AdamW keeps two more ` +
-                                                     `numbers for each, ${bytes(adam)}` }),
-         el("dt", { text: `${steps.toLocaleString("en")} steps` }), el("dd", { text: seconds
-           ? `about ${duration(seconds)} on the machine that trained this kid (its ${thousands(rate)} characters/s, scaled by the FLOPs)`
-           : "no estimate: this site was built without the run's speed (log.jsonl)" })));
+         el("dt", { text: "one training step" }),
+         el("dd", { text: `${big(flops)} FLOPs for each window of ${config.block_size} characters in the batch, forward and backward` }),
+         el("dt", { text: "memory" }),
+         el("dd", { text: `${bytes(memory.weights)} for the numbers in float32, as much again for their gradients, and ` +
+                          `${bytes(memory.adam)} for AdamW's two running averages: ${bytes(memory.total)} before the activations` }),
+         el("dt", { text: "training time" }),
+         el("dd", { text: time !== null
+           ? `about ${duration(time)} for ${run.steps.toLocaleString("en")} steps on the machine that trained this kid, which took ` +
+             `${duration(run.seconds)}: its speed in FLOPs a second, scaled by the work (larger shapes often run faster a FLOP, so this errs long)`
+           : "no estimate: this site was built without the run's timing (log.jsonl)" })));
   }
   for (const s of Object.values(sliders)) s.addEventListener("input", update);
   document.querySelectorAll("#calc [data-preset]").forEach((b) => b.addEventListener("click", () => set(presets[b.dataset.preset])));
