@@ -569,3 +569,19 @@ def test_watch_it_learn_with_a_single_snapshot(browser, tmp_path, corpus):
             assert page.locator("#snapshot-view svg.map text.char").count() > 0
         assert_legible(page, "step 8, one snapshot")
         assert_no_problems(problems(page))
+
+
+def test_the_surprises_read_docs_experiments_table(tmp_path):
+    """Step 9's surprises from docs/experiments.md take their figures from its table, and without the
+    page or its rows there are none (no figure is made up)."""
+    from peek.build import experiment_surprises
+    page = tmp_path / "experiments.md"
+    page.write_text("| flag (NAME) | val loss at step 1,000 | 3,000 | 5,000 | train loss at 5,000 |\n|---|---:|---:|---:|---:|\n"
+                    "| none: dropout 0.1 (`defaults`) | 1.75 | 1.55 | 1.5031 | 1.2286 |\n"
+                    "| `--dropout 0` (`d0.0`) | 1.72 | 1.5264 | 1.5249 | 1.1253 |\n"
+                    "| `--seed 1` (`seed1`) | 1.76 | 1.54 | 1.4873 | 1.2063 |\n")
+    dropout, seed = experiment_surprises(page)
+    assert "(1.5264, and 1.5249 at step 5,000)" in dropout and "down to 1.1253" in dropout and "ends at 1.5031" in dropout
+    assert "between 1.4873 and 1.5031" in seed and "smaller than 0.016" in seed
+    page.write_text("# Experiments\n\nNo table yet.\n")
+    assert experiment_surprises(page) == [] and experiment_surprises(tmp_path / "missing.md") == []
