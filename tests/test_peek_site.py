@@ -460,14 +460,17 @@ def test_attention_labels_every_head_with_its_measured_habit(browser, site):
     with served(site["dir"]) as url, browser_page(browser, url) as page:
         visit(page, url + page_name(5))
         page.wait_for_selector("body[data-ready=yes]")
-        labels = page.locator("#attention-grid .head .habit").all_text_contents()
-        assert labels == [h["label"].replace("looks at ", "→ ") for h in habits]
-        page.locator("#attention-grid .head").nth(3).click()                  # layer 1, head 1
-        title = page.text_content("#attention-focus h2")
-        h = habits[3]
-        expected = (f"{h['label']}, {h['mean_distance']:.1f} characters back on average" if h["habit"] == "spread"
+        def describe(h):                                                    # peek.habits.describe
+            return (f"{h['label']}, {h['mean_distance']:.1f} characters back on average" if h["habit"] == "spread"
                     else f"{h['label']}, {100 * h['figure']:.0f}% of its weight")
-        assert title == f"Layer 1, head 1: {expected}"
+        heads = page.locator("#attention-grid .head")
+        assert [heads.nth(i).get_attribute("aria-label") for i in range(4)] == \
+            [f"layer {h['layer']}, head {h['head']}: {describe(h)}" for h in habits]
+        for i, h in enumerate(habits):                                      # the caption: its figure
+            figure = f"{h['mean_distance']:.1f} back" if h["habit"] == "spread" else f"{100 * h['figure']:.0f}%"
+            assert heads.nth(i).locator(".habit").text_content().endswith(figure)
+        heads.nth(3).click()                                                # layer 1, head 1
+        assert page.text_content("#attention-focus h2") == f"Layer 1, head 1: {describe(habits[3])}"
         page.fill("#attention-prompt", "ROMEO:")
         box = page.locator("#attention-focus svg.attmap g").bounding_box()
         page.mouse.move(box["x"] + box["width"] * (0.5 / 6), box["y"] + box["height"] * (5.5 / 6))   # row 5, column 0

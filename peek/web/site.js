@@ -131,8 +131,8 @@ function responsive(container, draw) {
 
 // a line chart in SVG, width CSS pixels wide: series [{name, points: [[x, y]]}] -> {svg, sx, sy}
 function line_chart(container, width, series, x_label, y_label) {
-  const W = Math.max(260, width), H = Math.round(Math.min(320, Math.max(220, W * 0.5)));
-  const pad = { l: 54, r: 18, t: 14, b: 46 };
+  const W = Math.max(260, width), H = Math.round(Math.min(340, Math.max(240, W * 0.5)));
+  const pad = { l: 54, r: 18, t: 14 + 18 * series.length, b: 46 };      // the legend above the plot
   const xs = series.flatMap((s) => s.points.map((p) => p[0])), ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   const sx = (x) => pad.l + (W - pad.l - pad.r) * (x - x0) / ((x1 - x0) || 1);
@@ -152,7 +152,7 @@ function line_chart(container, width, series, x_label, y_label) {
                               "text-anchor": "middle", text: y_label }));
   series.forEach((s, i) => {
     svg.append(el("svg:polyline", { points: s.points.map(([x, y]) => `${sx(x)},${sy(y)}`).join(" "), class: `series s${i}` }));
-    svg.append(el("svg:text", { x: W - pad.r - 4, y: pad.t + 16 + 18 * i, class: `legend s${i}`, "text-anchor": "end", text: s.name }));
+    svg.append(el("svg:text", { x: W - pad.r, y: 14 + 18 * i, class: `legend s${i}`, "text-anchor": "end", text: s.name }));
   });
   container.replaceChildren(svg);
   return { svg, sx, sy };
@@ -217,6 +217,13 @@ function describe_habit(h) {
   if (!h) return "";
   if (h.habit === "spread") return `${h.label}, ${h.mean_distance.toFixed(1)} characters back on average`;
   return `${h.label}, ${pct(h.figure)} of its weight`;
+}
+
+// the same in a few words, for a small map's caption: "previous character, 83%"
+function short_habit(h) {
+  if (!h) return "";
+  if (h.habit === "spread") return `spread out, ${h.mean_distance.toFixed(1)} back`;
+  return `${h.label.replace(/^looks at (the )?/, "")}, ${pct(h.figure)}`;
 }
 
 // the export's head habits as habits[l][h], or null (peek.habits.head_habits)
@@ -396,9 +403,10 @@ async function attention(d) {
           heat_pixels(canvas, Array.from({ length: T }, (_, i) => Array.from(a.subarray(i * T, (i + 1) * T))),
                       (v) => shade_rgb(Math.sqrt(v)));
           const habit = habits?.[l]?.[h];
-          cells.push(el("button", { type: "button", class: "head", "data-l": l, "data-h": h,
-                                    "aria-label": `layer ${l}, head ${h}`, onclick: () => { chosen = [l, h]; show_focus(); } },
-                        canvas, el("span", { class: "habit", text: habit ? habit.label.replace(/^looks at /, "→ ") : "" })));
+          const name = `layer ${l}, head ${h}` + (habit ? `: ${describe_habit(habit)}` : "");
+          cells.push(el("button", { type: "button", class: "head", "data-l": l, "data-h": h, "aria-label": name, title: name,
+                                    onclick: () => { chosen = [l, h]; show_focus(); } },
+                        canvas, el("span", { class: "habit", text: short_habit(habit) })));
         }
       }
       const grid = $("attention-grid");
@@ -885,7 +893,9 @@ async function playground(d) {
          ...seen.map((c) => el("span", { text: show_char(c) }))));
     att.flat().forEach((a, k) => {                    // one pixel a position, written as RGBA bytes
       const pixels = new ImageData(STRIP, 1);                             // transparent past the text
-      for (let j = 0; j < shown; j++) pixels.data.set([...shade_rgb(Math.sqrt(a[n - shown + j])), 255], 4 * j);
+      let most = 1e-12;                                                   // each strip's darkest: its largest weight
+      for (let j = 0; j < shown; j++) most = Math.max(most, a[n - shown + j]);
+      for (let j = 0; j < shown; j++) pixels.data.set([...shade_rgb(a[n - shown + j] / most), 255], 4 * j);
       strips[k].getContext("2d").putImageData(pixels, 0, 0);
     });
     $("play-live").hidden = false;
