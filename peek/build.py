@@ -436,9 +436,9 @@ def thumbnails(d, k):
                     f'r="2.4" class="{kind}"/>')
     out["embeddings"] = svg("".join(dots))
     sim = np.array(d["positions"]["similarity"])
-    out["positions"] = svg(matrix_svg(sim, 24, 48, 60, diverge))
+    out["positions"] = svg(matrix_svg(sim, 16, 48, 60, diverge))
     att = np.array(d["prompt"]["attention"])                       # (L, H, T, T)
-    out["attention"] = svg(matrix_svg(att[0, min(1, att.shape[1] - 1)], 24, 48, 60, lambda v: blue(v ** 0.5)))
+    out["attention"] = svg(matrix_svg(att[0, min(1, att.shape[1] - 1)], 16, 48, 60, lambda v: blue(v ** 0.5)))
     boxes = "".join(f'<rect x="{30 + 4 * i}" y="{14 + 10 * i}" width="60" height="14" rx="3" class="box"/>'
                     for i in range(4))
     out["block"] = svg('<rect x="10" y="4" width="100" height="8" rx="2" class="soft"/>' + boxes +
