@@ -68,6 +68,12 @@ def test_build_writes_a_self_contained_site(site):
         assert function in block                                              # numpy_gpt's own source
     assert inspect.getsource(layers.layernorm_backward).rstrip() in block
     assert inspect.getsource(model.gpt_forward).rstrip() in block
+    behind = html.unescape((site["dir"] / page_name(9)).read_text())     # the one-file trainer, whole, or a line
+    kid_py = ROOT / "torch_gpt" / "kid.py"
+    if kid_py.is_file():
+        assert kid_py.read_text(encoding="utf-8") in behind
+    else:
+        assert "was not in the repository this site was built from" in behind
 
 
 def test_every_page_loads_clean_with_screenshots(browser, site):

@@ -650,7 +650,7 @@ function snapshot_view(d, snaps) {
   box.replaceChildren(head,
     el("div", { class: "two" },
        el("figure", { class: "card" }, el("figcaption", { text: "The embedding map" }), map_box, map_note),
-       el("figure", { class: "card" }, el("figcaption", { text: `Layer ${layer}'s heads on ${JSON.stringify(prompt)}` }),
+       el("figure", { class: "card" }, el("figcaption", { text: `Layer ${layer}'s heads on “${prompt.replace(/\n/g, "⏎")}”` }),
           att_box, el("p", { class: "note", text: "Darker is more weight; each row is a position looking back." }),
           el("p", { class: "note", text: "The habits of its heads:" }), habit_box)));
   let current = null;
