@@ -861,7 +861,7 @@ async function playground(d) {
       return false;
     }
   };
-  for (const input of Object.values(inputs)) input.addEventListener("input", () => { if (!running) check(); });
+  for (const input of Object.values(inputs)) input.addEventListener("input", check);
   check();
 
   // the strips show the last STRIP positions the kid sees, one column a character, labelled: the whole
@@ -869,9 +869,9 @@ async function playground(d) {
   const STRIP = Math.min(24, config.block_size);
   const strips = [];                                  // one canvas a head, a pixel a position
   const strip_labels = el("div", { class: "strip strip-chars" });
-  const show_step = (step, text) => {
-    latest = { step, text };
-    const raw = $("play-raw").checked, s = settings().s;
+  const show_step = (step, text, s) => {              // s: the settings the step was drawn with
+    latest = { step, text, s };
+    const raw = $("play-raw").checked;
     const dist = kept_distribution(step.logits, s.temperature, s.top_k, s.top_p);
     const rows = raw ? softmax(step.logits).map((p, id) => ({ id, p })).sort((a, b) => b.p - a.p || a.id - b.id)
                      : dist.filter((r) => r.p > 0).sort((a, b) => b.p - a.p || a.id - b.id);
@@ -900,7 +900,7 @@ async function playground(d) {
     });
     $("play-live").hidden = false;
   };
-  $("play-raw").addEventListener("change", () => { if (latest) show_step(latest.step, latest.text); });
+  $("play-raw").addEventListener("change", () => { if (latest) show_step(latest.step, latest.text, latest.s); });
 
   async function run() {
     if (!check()) return;
@@ -912,6 +912,7 @@ async function playground(d) {
     const stream = generate(model.prefill, model.decode, ids, s.length, config.block_size, rng, s.temperature, s.top_k, s.top_p);
     running = { stop: false };
     const me = running;
+    for (const input of Object.values(inputs)) input.disabled = true;   // the settings hold while it writes
     $("play-generate").disabled = true;
     $("play-stop").disabled = false;
     const start = performance.now();
@@ -937,7 +938,7 @@ async function playground(d) {
       // the bars and strips change ten times a second: faster is a blur to the eye, and drawing them
       // every frame took time from the writing
       if (performance.now() - shown >= 100) {
-        show_step(last.value, last.text);
+        show_step(last.value, last.text, s);
         shown = performance.now();
       }
       status.textContent = `${made} of ${s.length} characters`;
@@ -945,7 +946,7 @@ async function playground(d) {
     }
     out.textContent += pending;
     const seconds = (performance.now() - start) / 1000;
-    if (last) show_step(last.value, last.text);       // the step the last character was drawn from
+    if (last) show_step(last.value, last.text, s);    // the step the last character was drawn from
     status.textContent = `${made} characters in ${seconds.toFixed(2)} s (${Math.round(made / Math.max(seconds, 1e-3))} characters/s)` +
       (me.stop ? ", stopped" : "");
     out.dataset.charsPerSecond = String(made / Math.max(seconds, 1e-3));
@@ -953,6 +954,7 @@ async function playground(d) {
     out.dataset.done = me.stop ? "stopped" : "yes";
     $("play-generate").disabled = false;
     $("play-stop").disabled = true;
+    for (const input of Object.values(inputs)) input.disabled = false;
     running = null;
   }
   $("play-generate").addEventListener("click", run);
