@@ -775,8 +775,9 @@ async function calculator(d) {
          el("dt", { text: "one training step" }),
          el("dd", { text: `${big(flops)} FLOPs for each window of ${config.block_size} characters in the batch, forward and backward` }),
          el("dt", { text: "memory" }),
-         el("dd", { text: `${bytes(memory.weights)} for the numbers in float32, as much again for their gradients, and ` +
-                          `${bytes(memory.adam)} for AdamW's two running averages: ${bytes(memory.total)} before the activations` }),
+         el("dd", { text: `${bytes(memory.weights)} for the numbers (4 bytes each), as much again for their gradients, and ` +
+                          `${bytes(memory.adam)} for AdamW's two running averages: ${bytes(memory.total)} in all, besides the ` +
+                          "intermediate results a step keeps for its backward pass" }),
          el("dt", { text: "training time" }),
          el("dd", { text: time !== null
            ? `about ${duration(time)} for ${run.steps.toLocaleString("en")} steps on the machine that trained this kid, which took ` +
