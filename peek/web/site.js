@@ -33,6 +33,9 @@ const $ = (id) => document.getElementById(id);
 // a character as one visible glyph: newline and space would vanish (peek.analysis.show_char)
 const show_char = (c) => ({ "\n": "⏎", " ": "␣", "\t": "⇥" })[c] ?? c;
 
+// text in quotes, a newline drawn as ⏎
+const quoted = (text) => `“${text.replace(/\n/g, "⏎")}”`;
+
 const fmt = (x, digits = 3) => (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits);   // no "-0.000"
 const pct = (x, digits = 0) => `${(100 * x).toFixed(digits)}%`;
 const thousands = (x) => Math.round(x).toLocaleString("en");
@@ -261,8 +264,8 @@ function task(d) {
     const box = el("div");
     bars(box, rows);
     $("guesses").replaceChildren(
-      el("p", {}, "After ", el("code", { text: JSON.stringify(before) }), " the kid's top guesses were:"), box,
-      el("p", { text: `The real next character, ${JSON.stringify(view.text[t])}, got probability ${fmt(p)}: ` +
+      el("p", {}, "After ", el("code", { text: quoted(before) }), " the kid's top guesses were:"), box,
+      el("p", { text: `The real next character, “${show_char(view.text[t])}”, got probability ${fmt(p)}: ` +
                       `a loss of ${fmt(view.losses[t - 1])} nats.` }));
   }
   guesses(Math.min(12, view.text.length - 1));
@@ -497,7 +500,7 @@ async function block(d) {
         const order = run.probs.map((_, i) => i).sort((i, j) => run.probs[j] - run.probs[i]).slice(0, 8);
         const bar_box = el("div", { class: "bars" });
         bars(bar_box, order.map((i) => [show_char(chars[i]), run.probs[i]]));
-        return [el("p", { text: `After ${JSON.stringify(run.text)}, the likeliest next characters:` }), bar_box];
+        return [el("p", { text: `After ${quoted(run.text)}, the likeliest next characters:` }), bar_box];
       },
     }[part]();
     box.replaceChildren(...content);
@@ -574,7 +577,7 @@ async function letters(d) {
       const kept = dist.filter((r) => r.p > 0).length;
       bars($("letters-bars"), dist.slice(0, 20).map((r) => r.p > 0 ? [show_char(kid.chars[r.id]), r.p]
                                                           : [show_char(kid.chars[r.id]), r.before, "cut"]));
-      $("letters-status").textContent = `The 20 likeliest next characters after ${JSON.stringify(prompt.value.slice(-20))}. ` +
+      $("letters-status").textContent = `The 20 likeliest next characters after ${quoted(prompt.value.slice(-20))}. ` +
         `${kept} of ${V} can be drawn, their probabilities rescaled to add up to 1. Grey ones are cut: their bars ` +
         "show the probability they had before the cut.";
     } catch (e) {
@@ -650,7 +653,7 @@ function snapshot_view(d, snaps) {
   box.replaceChildren(head,
     el("div", { class: "two" },
        el("figure", { class: "card" }, el("figcaption", { text: "The embedding map" }), map_box, map_note),
-       el("figure", { class: "card" }, el("figcaption", { text: `Layer ${layer}'s heads on “${prompt.replace(/\n/g, "⏎")}”` }),
+       el("figure", { class: "card" }, el("figcaption", { text: `Layer ${layer}'s heads on ${quoted(prompt)}` }),
           att_box, el("p", { class: "note", text: "Darker is more weight; each row is a position looking back." }),
           el("p", { class: "note", text: "The habits of its heads:" }), habit_box)));
   let current = null;
