@@ -407,7 +407,7 @@ def generate_ok(page, length=20):
     assert page.text_content("#play-output").startswith("ROMEO:") and page.is_visible("#play-command")
 
 
-@pytest.mark.parametrize("field, value, message", [
+REFUSED = [
     ("seed", "4294967296", "The seed must be a whole number from 0 to 4,294,967,295"),
     ("seed", "-1", "The seed must be a whole number from 0 to 4,294,967,295"),
     ("seed", "1.5", "The seed must be a whole number"),
@@ -417,22 +417,27 @@ def generate_ok(page, length=20):
     ("topk", "0", "Top-k must be a whole number from 1 to"),
     ("topk", "999", "Top-k must be a whole number from 1 to"),
     ("prompt", "ROMEO€", "The prompt has 1 character(s) not in the kid's vocabulary: \"€\""),
-])
-def test_the_playground_refuses_what_the_cli_refuses(browser, site, field, value, message):
-    """A refused setting: one line saying what is wrong; the old text, its bars and its command gone, so
-    that nothing on screen belongs to another setting; generate writes nothing. The ranges are the CLI's
-    (numpy_gpt/cli.py: the seed 0..4294967295, top-k 1..vocab size), the length the field's 0..10000."""
+]
+
+
+def test_the_playground_refuses_what_the_cli_refuses(browser, site):
+    """Each refused setting, after a valid run: one line saying what is wrong; the old text, its bars and
+    its command gone, so that nothing on screen belongs to another setting; generate writes nothing. The
+    ranges are the CLI's (numpy_gpt/cli.py: the seed 0..4294967295, top-k 1..vocab size), the length the
+    field's 0..10000."""
     with served(site["dir"]) as url, browser_page(browser, url) as page:
         visit(page, url + page_name(10))
         page.wait_for_selector("body[data-ready=yes]")
-        generate_ok(page)
-        page.fill(f"#play-{field}", value)
-        assert message in page.text_content("#play-status")
-        assert page.text_content("#play-output") == "" and page.get_attribute("#play-output", "data-done") is None
-        assert page.text_content("#play-command") == "" and not page.is_visible("#play-command")
-        assert page.is_hidden("#play-live")
-        page.click("#play-generate")
-        assert message in page.text_content("#play-status") and page.text_content("#play-output") == ""
+        for field, value, message in REFUSED:
+            generate_ok(page)
+            page.fill(f"#play-{field}", value)
+            case = f"{field} {value!r}"
+            assert message in page.text_content("#play-status"), case
+            assert page.text_content("#play-output") == "" and page.get_attribute("#play-output", "data-done") is None, case
+            assert page.text_content("#play-command") == "" and not page.is_visible("#play-command"), case
+            assert page.is_hidden("#play-live"), case
+            page.click("#play-generate")
+            assert message in page.text_content("#play-status") and page.text_content("#play-output") == "", case
         assert_no_problems(problems(page))
 
 
