@@ -389,7 +389,8 @@ CODE = {
     "ln": source("layernorm_forward", "layernorm_backward"),
     "attn": source("linear_forward", "attention_forward", "attention_backward", "linear_backward"),
     "residual": source("residual_forward", "residual_backward"),
-    "mlp": source(first_of("gelu_forward_textbook", "gelu_forward"), first_of("gelu_backward_textbook", "gelu_backward")),
+    "mlp": source(first_of("gelu_forward_textbook", "gelu_forward"),
+                  first_of("gelu_backward_textbook", "gelu_backward")),
     "head": source("linear_forward", "linear_backward"),
     "softmax": source("softmax", "cross_entropy_forward", "cross_entropy_backward"),
     "model": source("gpt_forward", "gpt_backward", module=model),
@@ -425,7 +426,8 @@ def thumbnails(d, k):
     top = max(counts)
     n = len(counts)
     out["vocabulary"] = svg("".join(
-        f'<rect x="{4 + i * 112 / n:.1f}" y="{66 - 58 * math.sqrt(cnt / top):.1f}" width="{max(0.8, 112 / n - 0.6):.1f}" '
+        f'<rect x="{4 + i * 112 / n:.1f}" y="{66 - 58 * math.sqrt(cnt / top):.1f}" '
+        f'width="{max(0.8, 112 / n - 0.6):.1f}" '
         f'height="{58 * math.sqrt(cnt / top):.1f}" class="ink"/>' for i, cnt in enumerate(counts)))
     xy = np.array(d["embedding"]["pca"])
     lo, span = xy.min(axis=0), np.maximum(np.ptp(xy, axis=0), 1e-9)

@@ -433,7 +433,8 @@ def test_the_playground_refuses_what_the_cli_refuses(browser, site):
             page.fill(f"#play-{field}", value)
             case = f"{field} {value!r}"
             assert message in page.text_content("#play-status"), case
-            assert page.text_content("#play-output") == "" and page.get_attribute("#play-output", "data-done") is None, case
+            assert page.text_content("#play-output") == "", case
+            assert page.get_attribute("#play-output", "data-done") is None, case
             assert page.text_content("#play-command") == "" and not page.is_visible("#play-command"), case
             assert page.is_hidden("#play-live"), case
             page.click("#play-generate")
