@@ -560,7 +560,7 @@ def test_watch_it_learn_moves_the_insides_with_the_step(browser, site):
         seen = []
         for i, snap in enumerate(snaps):
             page.locator("#learning-step").fill(str(i))
-            head = page.text_content("#snapshot-view h2")
+            head = page.text_content("#snapshot-view > h2")
             assert head.startswith(f"Inside the kid at step {snap['step']}") and f"snapshot {i + 1} of 4" in head
             assert page.text_content("#learning-sample").startswith(f"step {snap['step']}:")
             assert page.locator("#snapshot-view .snap-att canvas").count() == 2
@@ -568,6 +568,10 @@ def test_watch_it_learn_moves_the_insides_with_the_step(browser, site):
             assert page.locator("#snapshot-view .snap-habits li").all_text_contents()[0].startswith(
                 f"head 0: {habits[0]['label']}")
             seen.append(page.locator("#snapshot-view svg.map text.char").first.get_attribute("x"))
+            page.locator("#snapshot-view .snap-att .head").nth(1).click()        # head 1, large, with its habit
+            assert page.text_content("#snapshot-view figure h2").startswith(f"Layer {data['snapshots']['layer']}, head 1 "
+                                                                             f"at step {snap['step']:,}")
+            assert page.locator("#snapshot-view svg.attmap text").count() > 0
         assert len(set(seen)) > 1                                            # the letters move
         assert_no_problems(problems(page))
 
@@ -579,8 +583,8 @@ def test_watch_it_learn_with_a_single_snapshot(browser, tmp_path, corpus):
         page.wait_for_selector("body[data-ready=yes]")
         for i in (0, 3):
             page.locator("#learning-step").fill(str(i))
-            assert page.text_content("#snapshot-view h2").startswith("Inside the kid at step 150")
-            assert "the only snapshot of this run" in page.text_content("#snapshot-view h2")
+            assert page.text_content("#snapshot-view > h2").startswith("Inside the kid at step 150")
+            assert "the only snapshot of this run" in page.text_content("#snapshot-view > h2")
             assert page.locator("#snapshot-view svg.map text.char").count() > 0
         assert_legible(page, "step 8, one snapshot")
         assert_no_problems(problems(page))

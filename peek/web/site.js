@@ -178,7 +178,7 @@ const diverging_rgb = (v) => diverging(v).match(/\d+/g).map(Number);
 // an attention map large enough to read: an SVG of (T, T) squares with the characters along both
 // sides; pointing at (or tapping) a square writes its weight into readout
 function attention_map(container, width, a, labels, readout, caption) {
-  const T = labels.length, margin = 20, side = Math.min(width - margin - 4, 30 * T + 2);
+  const T = labels.length, margin = 20, side = Math.min(width - margin - 4, 30 * T + 2, 560);
   const cell = side / T, W = margin + side + 2;
   const svg = el("svg:svg", { viewBox: `0 0 ${W} ${W}`, width: W, height: W, class: "attmap", role: "img",
                               "aria-label": caption });
@@ -650,17 +650,28 @@ function snapshot_view(d, snaps) {
   const s = d.snapshots, chars = d.vocab.chars, prompt = s.prompt?.text ?? "", layer = s.layer ?? 0;
   const head = el("h2"), map_box = el("div", { class: "snap-map" }), map_note = el("p", { class: "note" });
   const att_box = el("div", { class: "snap-att" }), habit_box = el("ol", { class: "snap-habits" });
+  const focus_title = el("h2"), focus_box = el("div", { class: "focus-map" }), readout = el("p", { class: "readout note" });
   box.replaceChildren(head,
     el("div", { class: "two" },
        el("figure", { class: "card" }, el("figcaption", { text: "The embedding map" }), map_box, map_note),
        el("figure", { class: "card" }, el("figcaption", { text: `Layer ${layer}'s heads on ${quoted(prompt)}` }),
-          att_box, el("p", { class: "note", text: "Darker is more weight; each row is a position looking back." }),
-          el("p", { class: "note", text: "The habits of its heads:" }), habit_box)));
-  let current = null;
+          att_box, el("p", { class: "note", text: "Darker is more weight; each row is a position looking back. " +
+                                                  "Click a head to see it large, below." }),
+          el("p", { class: "note", text: "The habits of its heads:" }), habit_box)),
+    el("figure", { class: "card" }, focus_title, focus_box, readout));
+  const labels = [...prompt].map(show_char);
+  let current = null, chosen = 0;
   const draw_map = responsive(map_box, (width) => {
     if (current) char_map(map_box, width, chars, embedding_of(current).pca, null, true);
   });
-  return (step) => {
+  const draw_focus = responsive(focus_box, (width) => {
+    const a = current?.attention?.[chosen];
+    if (!a) return;
+    focus_title.textContent = `Layer ${layer}, head ${chosen} at step ${current.step.toLocaleString("en")}` +
+      (snap_habits(current, layer)[chosen] ? `: ${describe_habit(snap_habits(current, layer)[chosen])}` : "");
+    attention_map(focus_box, width, a.flat(), labels, readout, `layer ${layer}, head ${chosen}`);
+  });
+  const show = (step) => {
     let snap = snaps[0];
     for (const x of snaps) if (x.step <= step) snap = x;
     if (snap === current) return;
@@ -677,11 +688,16 @@ function snapshot_view(d, snaps) {
     att_box.replaceChildren(...att.map((a, h) => {
       const canvas = el("canvas", { class: "heat" });
       heat_pixels(canvas, a, (v) => shade_rgb(Math.sqrt(v)));
-      return el("figure", {}, canvas, el("figcaption", { text: `head ${h}` }));
+      return el("button", { type: "button", class: "head" + (h === chosen ? " chosen" : ""), "aria-label": `head ${h}`,
+                            onclick: () => { chosen = h; current = null; show(snap.step); } },
+                canvas, el("span", { text: `head ${h}` }));
     }));
+    readout.textContent = "Point at a square (or tap it) to read its weight.";
+    draw_focus();
     const habits = snap_habits(snap, layer);
     habit_box.replaceChildren(...habits.map((h) => el("li", { text: `head ${h.head}: ${describe_habit(h)}` })));
   };
+  return show;
 }
 
 // a snapshot's embedding map: {pca (V, 2), explained (2,)}
