@@ -369,7 +369,9 @@ function positions(d) {
 // with its habit; one map large, with its characters, to read the weights
 async function attention(d) {
   const input = $("attention-prompt"), habits = habits_of(d);
-  input.value = d.passage ? d.passage.text.slice(0, 24) : d.prompt.text;
+  // a short piece of held-out text, ended at a space: short enough that every character is labelled
+  const start = d.passage ? d.passage.text.slice(0, 28) : d.prompt.text, space = start.lastIndexOf(" ");
+  input.value = space > 12 ? start.slice(0, space) : start;
   const kid = await load_kid(), { n_layer: L, n_head: H } = kid.config;
   let chosen = [0, Math.min(1, H - 1)], state = null;
   const focus = $("attention-focus");
