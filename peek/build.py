@@ -83,7 +83,7 @@ def environment():
     env.filters["pct"] = lambda x, digits=0: f"{100 * x:.{digits}f}%"
     env.filters["glyph"] = show_char
     env.filters["duration"] = lambda s: f"{s:.0f} seconds" if s < 90 else f"{s / 60:.1f} minutes"
-    env.filters["g"] = lambda x: f"{x:g}"
+    env.filters["g"] = lambda x: f"{x:.2g}"
     return env
 
 
