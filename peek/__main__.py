@@ -78,7 +78,8 @@ def export_data(args):
     from .export import build_export
     kid = load_kid(args.checkpoint)                 # the weights are read once
     text, name = load_text_for(args, kid[2])
-    return build_export(args.checkpoint, args.log, args.prompt, text, name, kid=kid)
+    return build_export(args.checkpoint, args.log, args.prompt, text, name, kid=kid,
+                        with_snapshots=args.command != "show")
 
 
 def main(argv=None):

@@ -29,6 +29,14 @@ H n_head, T a prompt's length, k the neighbours and top guesses kept (5):
                         block_size characters of the text's validation split (null without the text)
     log                 the run's evaluations from log.jsonl: [{step, train_loss, val_loss, lr,
                         tokens_per_s, elapsed_s, sample}, ...] (the last four where logged), or null
+    habits              (L, H) each head's habits on the validation split (peek.habits.head_habits:
+                        layer, head, mean_distance, previous, self, first, same_char, last_space, chance,
+                        habit, label, figure), or null without the text
+    snapshots           the run's snapshots up to the checkpoint's step (peek.snapshots.snapshot_views:
+                        layer, prompt {text, ids (T,)}, snapshots [{step, train_loss, val_loss,
+                        embedding {pca (V, 2), explained (2,)}, attention (H, T, T), habits}, ...]), or
+                        null where no checkpoints/ folder with a snapshot in it holds the checkpoint or
+                        sits beside it
 
 Every number is a plain JSON number; nothing is pickled. load_export() checks all of it, and the
 weights against their checksums, and names the first thing that is wrong.
@@ -47,18 +55,19 @@ from numpy_gpt.config import GPTConfig, UserError
 from numpy_gpt.data import default_prompt
 from numpy_gpt.model import num_params
 
-from . import analysis
+from . import analysis, habits, snapshots
 from .weights import read_weights, write_weights
 
 FORMAT, VERSION = "tiny-llm peek export", 1
 NEIGHBOURS = 5
 
 
-def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=None, kid=None):
+def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=None, kid=None, with_snapshots=True):
     """-> (the peek.json dict, float32 params, config, chars) for a checkpoint.
 
     log_path: a log.jsonl, or None to look beside the checkpoint. text: the training text, or None.
     kid: analysis.load_kid(checkpoint), where the caller has already loaded it.
+    with_snapshots: False leaves snapshots null (peek show does not print them).
     """
     params, config, chars, meta = kid if kid is not None else analysis.load_kid(checkpoint)
     if log_path is None:
@@ -82,7 +91,16 @@ def build_export(checkpoint, log_path=None, prompt=None, text=None, corpus_name=
         "prompt": analysis.prompt_view(params, config, chars, prompt, NEIGHBOURS),
         "passage": None,
         "log": analysis.read_log(log_path) if log_path is not None else None,
+        "habits": None,
+        "snapshots": None,
     }
+    if counts is not None:
+        data["habits"] = habits.habits_for_kid(params, config, chars, habits.val_ids(text, chars))
+    run = snapshots.run_folder_of(checkpoint) if with_snapshots else None
+    if run is not None:
+        data["snapshots"] = snapshots.snapshot_views(run, text if counts is not None else None,
+                                                     up_to=meta.get("step"), log_path=log_path, config=config,
+                                                     chars=chars)
     if counts is not None:
         data["passage"] = analysis.prompt_view(params, config, chars, passage_of(text, config.block_size),
                                                NEIGHBOURS, gradients=False, attention=False)
@@ -227,6 +245,55 @@ def check_export(d):
     expect(log is None or (isinstance(log, list) and all(
         isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in analysis.LOG_FIELDS) for e in log)),
         "log is neither null nor a list of evaluations with step, train_loss and val_loss")
+    check_habits(d["habits"], L, H, "habits")
+    check_snapshots(d["snapshots"], V, L, H, P)
+
+
+def check_habits(h, L, H, name):
+    """habits: null, or L rows of H heads, each with its numbers and its label."""
+    if h is None:
+        return
+    expect(isinstance(h, list) and len(h) == L and all(isinstance(row, list) and len(row) == H for row in h),
+           f"{name} is neither null nor {L} layers of {H} heads")
+    for l, row in enumerate(h):
+        for i, head in enumerate(row):
+            ok = isinstance(head, dict) and head.get("layer") == l and head.get("head") == i and all(
+                number(head.get(k)) for k in ("mean_distance", "figure", *habits.HABITS)) and \
+                head.get("habit") in habits.LABELS and head.get("label") == habits.LABELS[head["habit"]] and \
+                isinstance(head.get("chance"), dict) and all(number(head["chance"].get(k)) for k in habits.HABITS)
+            expect(ok, f"{name}[{l}][{i}] is not layer {l}, head {i} with its habits, chance, habit, label and figure")
+
+
+def check_snapshots(s, V, L, H, P):
+    if s is None:
+        return
+    expect(isinstance(s, dict) and isinstance(s.get("layer"), int) and 0 <= s["layer"] < L,
+           f"snapshots is neither null nor a dict with a layer from 0 to {L - 1}")
+    ids = s["prompt"]["ids"]
+    T = len(ids)
+    expect(1 <= T <= P and all(isinstance(i, int) and 0 <= i < V for i in ids) and isinstance(s["prompt"]["text"], str)
+           and len(s["prompt"]["text"]) == T, f"snapshots.prompt is not a text of 1 to {P} characters with its ids")
+    views = s["snapshots"]
+    expect(isinstance(views, list) and views, "snapshots.snapshots is not a list of at least one snapshot")
+    steps = [v.get("step") for v in views]
+    expect(all(isinstance(x, int) for x in steps) and steps == sorted(set(steps)),
+           "snapshots' steps are not whole numbers in increasing order")
+    for v in views:
+        where = f"snapshots at step {v['step']}"
+        expect(all(v.get(k) is None or number(v[k]) for k in ("train_loss", "val_loss")),
+               f"{where}: train_loss or val_loss is neither null nor a number")
+        expect(shape_of(v["embedding"]["pca"]) == (V, 2) and shape_of(v["embedding"]["explained"]) == (2,),
+               f"{where}: embedding.pca is not ({V}, 2) with 2 explained shares")
+        expect(shape_of(v["attention"]) == (H, T, T), f"{where}: attention is not ({H}, {T}, {T})")
+        # rounded to snapshots.DECIMALS: each of a row's T weights is off by half a unit of the last decimal
+        slack = T * 0.5 * 10.0 ** -snapshots.DECIMALS + 1e-9
+        expect(all(abs(sum(row) - 1) <= slack for head in v["attention"] for row in head),
+               f"{where}: attention has a row that does not sum to 1")
+        check_habits(v["habits"], L, H, f"{where}: habits")
+
+
+def number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def expect(ok, message):

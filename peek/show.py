@@ -5,6 +5,7 @@ Every number comes from peek.analysis (numpy_gpt, float64); this module only lay
 import numpy as np
 
 from .analysis import show_char
+from .habits import CLEAR
 
 BAR = "▁▂▃▄▅▆▇█"
 
@@ -14,6 +15,8 @@ def report(data):
     parts = [architecture(data), parameters(data), vocabulary(data), neighbours(data), positions(data),
              predictions(data["prompt"], data["vocab"]["chars"]), attention(data["prompt"], data["vocab"]["chars"]),
              gradients(data["prompt"], data["vocab"]["chars"])]
+    if data.get("habits"):
+        parts.append(head_habits(data["habits"]))
     if data["log"]:
         parts.append(training(data["log"]))
     return "\n\n".join(p.rstrip() for p in parts) + "\n"
@@ -114,6 +117,27 @@ def gradients(view, chars):
         *lines,
         "The parameter tensors with the largest gradients (|d loss / d W|):",
         *params])
+
+
+def head_habits(habits):
+    """The layer x head table of peek.habits: each head's clearest habit and its figure, then its shares."""
+    rows = []
+    for row in habits:
+        for h in row:
+            figure = "" if h["habit"] == "spread" else f"{100 * h['figure']:.0f}%"     # spread: see distance
+            rows.append((f"L{h['layer']} H{h['head']}", h["label"], figure, f"{h['mean_distance']:.1f}",
+                         *(f"{100 * h[k]:.0f}%" for k in ("previous", "self", "first", "same_char", "last_space"))))
+    chance = habits[0][0]["chance"]
+    names = {"previous": "previous", "self": "itself", "first": "first", "same_char": "same char",
+             "last_space": "last space"}
+    even = ", ".join(f"{names[k]} {100 * chance[k]:.0f}%" for k in names)
+    return "\n".join([
+        heading("What each head does") + " (its attention on held-out text: the validation split)",
+        table(("head", "clearest habit", "figure", "distance", *names.values()), rows, "<<>>>>>>>"),
+        "  The share of each head's weight on each habit; distance is how far back it looks, in characters.",
+        f"  Even attention would give {even}.",
+        "  The clearest habit is the one furthest above that; figure is its share. A head with no habit",
+        f"  {100 * CLEAR:.0f} points above it spreads its attention."])
 
 
 def training(log):
