@@ -604,3 +604,12 @@ def test_the_surprises_read_docs_experiments_table(tmp_path):
     assert "between 1.4873 and 1.5031" in seed and "smaller than 0.016" in seed
     page.write_text("# Experiments\n\nNo table yet.\n")
     assert experiment_surprises(page) == [] and experiment_surprises(tmp_path / "missing.md") == []
+
+
+def test_build_without_jinja2_says_how_to_get_it(monkeypatch):
+    """peek build's templates need Jinja2: without it, one line that names the package and the install."""
+    from numpy_gpt.config import UserError
+    from peek.build import environment
+    monkeypatch.setitem(__import__("sys").modules, "jinja2", None)          # import jinja2 now fails
+    with pytest.raises(UserError, match=r"peek build needs Jinja2.*pip install"):
+        environment()
