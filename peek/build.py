@@ -3,18 +3,24 @@
     site/index.html, site/1-task.html ... site/10-playground.html   the pages
     site/style.css, site/site.js                                     the pages' look and code
     site/kid.js, site/ahead.js, site/rng.js                          the kid in JavaScript (ahead.js: its worker)
+    site/calc.js                                                     the model-size calculator's arithmetic
     site/data/peek.json, weights.json, weights.bin                   the export (peek.export)
     site/data/parity.json                                            parity's summary, when given
 
-Plain HTML, CSS and JavaScript, every file local and every URL relative: the folder works from
-any static host, and nothing is fetched from anywhere else. Step 6 shows numpy_gpt's own source,
-read at build time, so it never goes stale.
+Each page's prose is a Jinja2 template in peek/templates/, filled at build time with the kid's real
+numbers (facts(), below); site.js then draws the figures from data/peek.json. Plain HTML, CSS and
+JavaScript, every file local and every URL relative: the folder works from any static host, and
+nothing is fetched from anywhere else. Step 6 shows numpy_gpt's own source and step 9 the one-file
+trainer, both read at build time, so they never go stale.
 """
 import html
 import inspect
 import json
+import math
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from numpy_gpt import layers, model
 from numpy_gpt.machinery.checkpoint import atomic_write
@@ -23,14 +29,25 @@ from numpy_gpt.machinery.errors import UserError, open_input
 from .export import load_export, staged, write_export_files
 
 WEB = Path(__file__).parent / "web"
-ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js")
+TEMPLATES = Path(__file__).parent / "templates"
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js", "calc.js")
 
+# (file key, title, the index's one-line promise)
 STEPS = [
-    ("task", "The task"), ("vocabulary", "The vocabulary"), ("embeddings", "Embeddings"),
-    ("positions", "Positions"), ("attention", "Attention"), ("block", "The block"),
-    ("letters", "Back to letters"), ("learning", "Watch it learn"), ("behind", "Behind the scenes"),
-    ("playground", "The playground"),
+    ("task", "The task", "It only ever guesses the next character. See how sure it is, letter by letter."),
+    ("vocabulary", "The vocabulary", "Every character it knows, and the number it reads instead."),
+    ("embeddings", "Embeddings", "Each character becomes a list of numbers; alike characters end up close."),
+    ("positions", "Positions", "How the kid knows which character came first."),
+    ("attention", "Attention", "Every head looks back at the text in its own way, measured."),
+    ("block", "The block", "The whole machine on one page: click a part to see its code and numbers."),
+    ("letters", "Back to letters", "From scores to a choice: temperature, top-k and top-p, live."),
+    ("learning", "Watch it learn", "The run replayed: the letters sort themselves and the heads find jobs."),
+    ("behind", "Behind the scenes", "How the kid was made, what surprised us, and what a bigger kid would cost."),
+    ("playground", "The playground", "The kid writes in this tab, exactly as numpy_gpt does."),
 ]
+
+NANOGPT = {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "vocab_size": 65}   # shakespeare_char
 
 
 def page_name(n):
@@ -47,12 +64,30 @@ def build_site(out, export=None, parity=None):
     place, once every place has been found writable: a build that fails leaves the old site as it was.
     """
     out = Path(out)
+    env = environment()                                     # refuses a missing Jinja2 before any work
     with staged(out, remove=[] if parity is not None else [Path("data") / "parity.json"]) as stage:
-        pages = write_site(stage, export, parity)
+        pages = write_site(stage, export, parity, env)
     return [out / page.name for page in pages]
 
 
-def write_site(out, export, parity):
+def environment():
+    """The Jinja2 environment of peek/templates, HTML-escaping every value."""
+    try:
+        import jinja2
+    except ImportError:
+        raise UserError("peek build needs Jinja2 for its page templates: pip install -e '.[peek]' "
+                        "(or pip install jinja2)") from None
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=True)
+    env.filters["num"] = lambda x, digits=0: f"{x:,.{digits}f}"
+    env.filters["pct"] = lambda x, digits=0: f"{100 * x:.{digits}f}%"
+    env.filters["glyph"] = show_char
+    env.filters["duration"] = lambda s: f"{s:.0f} seconds" if s < 90 else f"{s / 60:.1f} minutes"
+    env.filters["g"] = lambda x: f"{x:.2g}"
+    return env
+
+
+def write_site(out, export, parity, env):
     """build_site's files, written into the empty folder out -> the pages' paths."""
     if isinstance(export, tuple):
         (out / "data").mkdir()
@@ -63,17 +98,30 @@ def write_site(out, export, parity):
         for name in ("peek.json", "weights.json", "weights.bin"):
             shutil.copyfile(Path(export) / name, out / "data" / name)
     data, _ = load_export(out / "data")
+    summary = None
     if parity is not None:
         summary = read_parity(parity)
         atomic_write(out / "data" / "parity.json", lambda f: f.write(json.dumps(summary).encode()))
     for name in ASSETS:
-        shutil.copyfile(WEB / name, out / name)
-    pages = [("index.html", index_page(data))]
-    pages += [(page_name(n), page(n, BODIES[key](data), data, parity is not None))
-              for n, (key, _) in enumerate(STEPS, 1)]
+        if (WEB / name).is_file():
+            shutil.copyfile(WEB / name, out / name)
+    k = facts(data, summary)
+    pages = [("index.html", env.get_template("index.html").render(k=k, steps=steps_for(0), step=0,
+                                                                   thumbs=thumbnails(data, k)))]
+    for n, (key, title, _) in enumerate(STEPS, 1):
+        pages.append((page_name(n), env.get_template(f"{key}.html").render(
+            k=k, steps=steps_for(n), step=n, title=f"{n}. {title}", code=CODE)))
     for name, text in pages:
         atomic_write(out / name, lambda f: f.write(text.encode()))
     return [out / name for name, _ in pages]
+
+
+def steps_for(current):
+    """The navigation: every step's number, title, file and promise, and the ones before and after."""
+    rows = [{"n": n, "title": t, "file": page_name(n), "promise": p, "current": n == current}
+            for n, (_, t, p) in enumerate(STEPS, 1)]
+    return {"all": rows, "prev": rows[current - 2] if current > 1 else None,
+            "next": rows[current] if 0 < current < len(rows) else None}
 
 
 def read_parity(path, checkpoint="out/kid.npz"):
@@ -89,208 +137,357 @@ def read_parity(path, checkpoint="out/kid.npz"):
     return summary
 
 
+def show_text(text):
+    """text in quotes, its newlines drawn as ⏎."""
+    return "“" + text.replace("\n", "⏎") + "”"
+
+
+def show_char(c):
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(c, c)
+
+
 # ------------------------------------------------------------------------------------------------
-# the pages
+# the facts the prose quotes: every number a page's text names, computed from the export
 
 
-def layout(title, body, step=0, has_parity=False):
-    nav = "".join(f'<a href="{page_name(n)}"{" aria-current=page" if n == step else ""} title="{html.escape(t)}">'
-                  f'{n}</a>' for n, (_, t) in enumerate(STEPS, 1))
-    prev_next = ""
-    if step:
-        prev = f'<a href="{page_name(step - 1)}">&larr; {step - 1}. {STEPS[step - 2][1]}</a>' if step > 1 else \
-            '<a href="index.html">&larr; start</a>'
-        nxt = f'<a href="{page_name(step + 1)}">{step + 1}. {STEPS[step][1]} &rarr;</a>' if step < len(STEPS) else ""
-        prev_next = f'<nav class="prevnext">{prev}{nxt}</nav>'
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)} · peek at the kid</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="style.css">
-</head>
-<body data-step="{step}" data-parity="{'yes' if has_parity else 'no'}">
-<header><a class="home" href="index.html">peek at the kid</a><nav class="steps">{nav}</nav></header>
-<main>
-{body}
-<div id="error" class="error" hidden></div>
-</main>
-<footer>{prev_next}</footer>
-<script type="module" src="site.js"></script>
-</body>
-</html>
-"""
-
-
-def page(n, body, data, has_parity):
-    return layout(f"{n}. {STEPS[n - 1][1]}", f"<h1>{n}. {STEPS[n - 1][1]}</h1>\n{body}", n, has_parity)
-
-
-def index_page(d):
+def facts(d, parity=None):
     c = d["config"]
-    items = "".join(f'<li><a href="{page_name(n)}">{t}</a></li>' for n, (_, t) in enumerate(STEPS, 1))
-    step = d["checkpoint"]["step"]
-    return layout("peek at the kid", f"""<h1>Peek at the kid</h1>
-<p>The kid is a small GPT that writes like Shakespeare, one character at a time. It has
-{d['n_params']:,} numbers in it, learned from examples. These ten steps take it apart on its real
-weights ({html.escape(d['checkpoint']['file'])}{f', step {step}' if step is not None else ''}): what it reads, what it
-computes, and how it learned. The last step runs it in this tab.</p>
-<p class="facts">{c['vocab_size']} characters · {c['block_size']} characters of context ·
-{c['n_layer']} layers · {c['n_head']} heads · {c['n_embd']} wide</p>
-<ol class="toc">{items}</ol>""")
+    V, C, L, H, P = c["vocab_size"], c["n_embd"], c["n_layer"], c["n_head"], c["block_size"]
+    k = {"config": c, "V": V, "C": C, "L": L, "H": H, "P": P, "heads": L * H, "n_params": d["n_params"],
+         "ln_V": math.log(V), "file": d["checkpoint"]["file"], "step": d["checkpoint"]["step"],
+         "chars": d["vocab"]["chars"], "corpus": d["vocab"]["corpus"], "parity": parity}
+    k["per_block"] = 12 * C * C + 13 * C
+    k["blocks_share"] = L * k["per_block"] / d["n_params"]
+    k["D"] = C // H
+    counts = d["vocab"]["counts"]
+    if counts:
+        total = sum(counts)
+        order = sorted(range(V), key=lambda i: -counts[i])
+        k["counts"] = {"total": total, "top": [(d["vocab"]["chars"][i], counts[i] / total) for i in order[:3]],
+                       "rarest": (d["vocab"]["chars"][order[-1]], counts[order[-1]])}
+    else:
+        k["counts"] = None
+    view = d["passage"] or d["prompt"]
+    losses = [x for x in view["losses"] if x is not None]
+    k["passage"] = {"is_val": d["passage"] is not None, "mean_loss": float(np.mean(losses)) if losses else None,
+                    "n": len(losses), "chars": len(view["text"])}
+    if losses:
+        k["passage"]["choices"] = math.exp(k["passage"]["mean_loss"])
+        k["passage"].update(word_costs(view))
+    e = d["embedding"]["explained"]
+    k["explained"] = e
+    k["explained_rest"] = max(0.0, 1 - sum(e))
+    chars = d["vocab"]["chars"]
+    k["neighbours_of"] = []
+    for ch in "aeE:":
+        if ch in chars:
+            i = chars.index(ch)
+            k["neighbours_of"].append((ch, [(chars[j], cos) for j, cos in d["embedding"]["neighbours"][i][:3]]))
+    nb = d["positions"]["neighbours"]
+    k["pos_next_mean"] = float(np.mean(nb)) if nb else None
+    sim = np.array(d["positions"]["similarity"])
+    k["pos_far"] = float(sim[0, -1]) if P > 1 else None
+    k["habits"] = habit_rows(d)
+    k["clearest_head"] = clearest_head(k["habits"])
+    k["letters"] = open_prompt(d)
+    k["log"] = log_facts(d["log"])
+    k["snapshots"] = snapshot_facts(d)
+    k["surprises"] = surprises(d, k)
+    k["kid_py"] = read_kid_py()
+    k["calc"] = {"kid": {key: c[key] for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
+                 "nanogpt": NANOGPT}
+    return k
 
 
-def code_block(*functions):
-    """numpy_gpt's source of each function, as it is in the repository today."""
-    return "".join(f'<pre class="code"><code>{html.escape(inspect.getsource(f))}</code></pre>' for f in functions)
+def word_costs(view):
+    """The mean loss of a word's first letter (after a space or newline) and of a letter inside a word."""
+    text, losses = view["text"], view["losses"]
+    start, rest = [], []
+    for t in range(1, len(text)):
+        if losses[t - 1] is None or not text[t].isalpha():
+            continue
+        (start if text[t - 1] in " \n" else rest if text[t - 1].isalpha() else []).append(losses[t - 1])
+    if not start or not rest:
+        return {"word_start": None, "word_rest": None}
+    return {"word_start": float(np.mean(start)), "word_rest": float(np.mean(rest))}
 
 
-def body_task(d):
-    return """<p>The kid reads some text and guesses the next character. That is all it does: it gives every
-character in its vocabulary a probability. Training made the right characters likely. Writing is
-guessing again and again, each guess added to the text.</p>
-<p>Below is text the kid never trained on (from the held-out part of the corpus). Each character is
-coloured by how surprised the kid was to see it: dark is a bad guess. Point at a character to
-see the kid's top guesses just before it.</p>
-<div id="passage" class="passage"></div>
-<div id="guesses" class="panel"></div>
-<p id="passage-summary" class="note"></p>"""
+def habit_rows(d):
+    """The export's head habits (peek.habits), flattened -> [{layer, head, label, figure, ...}], or None."""
+    habits = d.get("habits")
+    if isinstance(habits, dict):
+        habits = habits.get("heads")
+    if not habits:
+        return None
+    rows = [dict(h, text=describe_habit(h)) for layer in habits for h in layer]
+    return sorted(rows, key=lambda h: (h["layer"], h["head"]))
 
 
-def body_vocabulary(d):
-    return """<p>The kid knows only the characters of its training text, each with a number, its id. The
-model never sees a letter, only ids. The vocabulary is the sorted set of characters; bars show
-how often each one occurs in the text.</p>
-<div id="vocab" class="vocab"></div>
-<p id="vocab-summary" class="note"></p>"""
+def describe_habit(h):
+    """A head's clearest habit in words (as peek.habits.describe): "looks at the previous character, 83%
+    of its weight"; a head with none ("spread") is described by how far back it looks."""
+    if h.get("habit") == "spread":
+        return f"{h['label']}, {h['mean_distance']:.1f} characters back on average"
+    return f"{h['label']}, {100 * h['figure']:.0f}% of its weight"
 
 
-def body_embeddings(d):
-    return """<p>The first layer turns each id into a list of numbers, its <em>embedding</em>: one row of the
-table <code>wte</code>. Training moved these numbers so that characters used alike get similar
-rows. The map shows each character's row squeezed onto the two directions in which the rows
-differ most (principal component analysis). Point at a character to see its numbers and its
-nearest neighbours.</p>
-<div class="two"><div id="embedding-map" class="chart"></div><div id="embedding-detail" class="panel"></div></div>"""
+def clearest_head(rows):
+    """The head whose clearest habit takes the largest share of its weight, or None."""
+    clear = [h for h in rows or [] if h.get("habit") != "spread"]
+    return max(clear, key=lambda h: h["figure"]) if clear else None
 
 
-def body_positions(d):
-    return """<p>Characters alone carry no order, so the kid adds a second learned vector for each position
-in its context: one row of <code>wpe</code>. The input to the first layer at position t is
-<code>wte[id] + wpe[t]</code>. The map shows how similar every pair of position vectors is (the
-cosine: 1 the same direction, 0 unrelated, -1 opposite). Nearby positions end up alike.</p>
-<div class="two"><figure class="plain"><canvas id="position-map" class="heat" width="512" height="512"></canvas>
-<figcaption class="note">Position 0 is at the top left; each row and column is one position.</figcaption></figure>
-<div id="position-detail" class="panel"></div></div>
-<h2>Each position against the next</h2>
-<div id="position-line" class="chart"></div>"""
+def open_prompt(d):
+    """Step 7's default prompt: where the kid is most unsure what comes next.
+
+    From the held-out passage: among its prefixes of 12 to 48 characters, the one after which the kid's
+    next-character distribution has the highest entropy (-sum p ln p, in nats). Deterministic: the first
+    of equals. Without a passage, the sample prompt.
+    """
+    view = d["passage"]
+    if view is None:
+        probs = np.array(d["prompt"]["probs"][-1])
+        text = d["prompt"]["text"]
+    else:
+        probs_all = np.array(view["probs"])                                        # (T, V)
+        ent = -(probs_all * np.log(np.maximum(probs_all, 1e-300))).sum(axis=1)     # (T,)
+        lo, hi = min(11, len(ent) - 1), min(48, len(ent))
+        t = lo + int(np.argmax(ent[lo:hi]))
+        probs, text = probs_all[t], view["text"][:t + 1]
+    ent = float(-(probs * np.log(np.maximum(probs, 1e-300))).sum())
+    order = np.argsort(-probs, kind="stable")[:3]
+    chars = d["vocab"]["chars"]
+    return {"text": text, "entropy": ent, "choices": math.exp(ent),
+            "top": [(chars[int(j)], float(probs[j])) for j in order],
+            "bars": [float(p) for p in np.sort(probs)[::-1][:8]]}
 
 
-def body_attention(d):
-    return """<p>Attention is how one position looks back at earlier ones. In every layer, each head turns
-each position into a query, a key and a value. A position's query is compared with the keys of
-itself and every earlier position; a softmax turns the scores into weights that add up to 1, and
-the position takes the weighted sum of their values. Later positions are masked: the kid may not
-look ahead.</p>
-<p>Type a prompt: the kid runs in this tab and draws, for every layer and head, a row per position
-(the query) and a column per earlier position (the key).</p>
-<label class="field">prompt <input id="attention-prompt" type="text" maxlength="128" spellcheck="false"></label>
-<p id="attention-status" class="note"></p>
-<div id="attention-grid" class="grid"></div>"""
+def log_facts(log):
+    if not log:
+        return None
+    first, last = log[0], log[-1]
+    best = min(log, key=lambda e: e["val_loss"])
+    rates = [e["tokens_per_s"] for e in log if e.get("tokens_per_s")]
+    return {"n": len(log), "first": first, "last": last, "best": best,
+            "every": log[1]["step"] - log[0]["step"] if len(log) > 1 else None,
+            "gap": last["val_loss"] - last["train_loss"],
+            "tokens_per_s": float(np.mean(rates)) if rates else None,
+            "elapsed": last.get("elapsed_s"),
+            "lr": max((e["lr"] for e in log if "lr" in e), default=None)}
 
 
-def body_block(d):
-    return f"""<p>A block is two steps, each added back onto its input, the <em>residual stream</em>:
-<code>x = x + attn(ln_1(x))</code>, then <code>x = x + mlp(ln_2(x))</code>. LayerNorm rescales each
-position's vector to mean 0 and variance 1, then by learned weights. The MLP widens each vector
-fourfold, bends it with a GELU and narrows it back. The kid stacks {d['config']['n_layer']} blocks.</p>
-<p>This is numpy_gpt's code, read from its source when this site was built. Each layer is a forward
-function and a backward function; the backward computes the gradients that training follows.</p>
-<h2>The block in the model</h2>
-<p>From <code>gpt_forward</code> (the loop over layers) and <code>gpt_backward</code> (the same steps in
-reverse):</p>
-{code_block(model.gpt_forward, model.gpt_backward)}
-<h2>LayerNorm</h2>{code_block(layers.layernorm_forward, layers.layernorm_backward)}
-<h2>Linear</h2>{code_block(layers.linear_forward, layers.linear_backward)}
-<h2>Attention</h2>{code_block(layers.attention_forward, layers.attention_backward)}
-<h2>GELU</h2>{code_block(layers.gelu_forward, layers.gelu_backward)}
-<h2>The residual connection</h2>{code_block(layers.residual_forward, layers.residual_backward)}
-<h2>The numbers in block 0</h2>
-<div id="block-params"></div>"""
+def snapshot_facts(d):
+    s = d.get("snapshots")
+    if not s:
+        return None
+    items = s["snapshots"]
+    return {"n": len(items), "steps": [i["step"] for i in items], "prompt": s["prompt"]["text"], "layer": s["layer"]}
 
 
-def body_letters(d):
-    return """<p>After the last block, a final LayerNorm and one Linear layer (<code>lm_head</code>) turn
-the last position's vector into one score per character, the <em>logits</em>. Softmax turns
-scores into probabilities. Three settings then change what gets drawn:</p>
-<ul><li><b>temperature</b> divides the logits first: below 1 sharpens the distribution, above 1 flattens it;</li>
-<li><b>top-k</b> keeps only the k most likely characters;</li>
-<li><b>top-p</b> keeps the fewest most likely characters whose probabilities add up to p.</li></ul>
-<p>What is left is scaled to add up to 1, and one random number picks the character.</p>
-<div class="controls">
-<label class="field">prompt <input id="letters-prompt" type="text" maxlength="128" spellcheck="false"></label>
-<label class="field">temperature <input id="letters-temperature" type="range" min="0.05" max="2" step="0.05" value="1"><output></output></label>
-<label class="field">top-k <input id="letters-topk" type="range" min="1" step="1"><output></output></label>
-<label class="field">top-p <input id="letters-topp" type="range" min="0.05" max="1" step="0.05" value="1"><output></output></label>
-</div>
-<p id="letters-status" class="note"></p>
-<div id="letters-bars" class="bars"></div>"""
+def surprises(d, k):
+    """'What surprised us': items, each backed by a number this run measured."""
+    items = []
+    log = k["log"]
+    if log and log["best"]["step"] < log["last"]["step"]:
+        b, last = log["best"], log["last"]
+        items.append(f"The held-out loss was lowest at step {b['step']:,} ({b['val_loss']:.4f}) and ended at "
+                     f"{last['val_loss']:.4f} by step {last['step']:,}, while the training loss kept falling to "
+                     f"{last['train_loss']:.4f}: past some point the kid learns this text by heart rather "
+                     f"than learning to write.")
+    elif log:
+        items.append(f"The held-out loss was still falling at the last step ({log['last']['val_loss']:.4f} at "
+                     f"step {log['last']['step']:,}, from {log['first']['val_loss']:.4f} at the start): the gap "
+                     f"to the training loss is {log['gap']:.4f} nats.")
+    items += experiment_surprises()
+    grads = d["prompt"]["gradients"]
+    if grads and len(grads["inputs"]) >= 3:
+        g = np.array(grads["inputs"])
+        share = float(g[:2].sum() / max(g.sum(), 1e-30))
+        T = len(g) - 1                                    # the last position feeds no known target
+        text = show_text(d["prompt"]["text"])
+        items.append(f"How much does each character of the prompt {text} matter to the loss? Measured by the "
+                     f"size of the loss's gradient at each position, the first two of its {T} characters that "
+                     f"have a next one to predict carry {100 * share:.0f}% of it"
+                     + (": the opening letters decide most of what the kid expects next." if share > 0.5 else
+                        ", about their share: the kid weighs the whole prompt." if share > 1.5 / T else "."))
+    if k["explained"] is not None:
+        e = k["explained"]
+        items.append(f"The two directions in which the character vectors differ most explain only "
+                     f"{100 * e[0]:.0f}% and {100 * e[1]:.0f}% of their spread: the kid uses all "
+                     f"{k['C']} of its numbers, not two.")
+    if k["letters"]["choices"] > 2:
+        items.append(f"After {show_text(k['letters']['text'])} the kid is as unsure as a fair choice among "
+                     f"{k['letters']['choices']:.1f} characters, yet on average over held-out text it hesitates "
+                     f"between only {k['passage'].get('choices', 0):.1f}." if k["passage"]["mean_loss"] else
+                     f"After {show_text(k['letters']['text'])} the kid is as unsure as a fair choice among "
+                     f"{k['letters']['choices']:.1f} characters.")
+    return items
 
 
-def body_learning(d):
-    return """<p>Training shows the kid a batch of text, measures how wrong its guesses were (the loss, in
-nats per character), and nudges every number against its gradient. The curve is the real run's
-log: the loss on training text and on held-out text. Move the slider to read what the kid wrote
-from the same prompt with the same random numbers at each evaluation.</p>
-<div id="loss-chart" class="chart"></div>
-<label class="field">step <input id="learning-step" type="range" min="0" step="1"><output></output></label>
-<pre id="learning-sample" class="sample"></pre>"""
+def experiment_surprises(path=None):
+    """Surprises from docs/experiments.md's table of one-flag runs, read at build time: [] where the page
+    or its rows are not there. Each row: | flag (NAME) | val at 1,000 | 3,000 | 5,000 | train at 5,000 |."""
+    path = path or ROOT / "docs" / "experiments.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5:
+            try:
+                rows[cells[0]] = [float(c.replace(",", "")) for c in cells[1:]]
+            except ValueError:
+                continue
+    find = lambda start: next((v for k, v in rows.items() if k.startswith(start)), None)
+    base, no_dropout = find("none"), find("`--dropout 0`")
+    seeds = [v for k, v in rows.items() if k.startswith("`--seed")]
+    items = []
+    if base and no_dropout:
+        items.append(f"Without dropout (which silences a random tenth of the signals inside the kid at each training "
+                     f"step) the "
+                     f"kid learns fastest at first, then its held-out loss stops falling at step 3,000 "
+                     f"({no_dropout[1]:.4f}, and {no_dropout[2]:.4f} at step 5,000) while its training loss "
+                     f"goes on down to {no_dropout[3]:.4f}: it memorises the text. With dropout it ends at "
+                     f"{base[2]:.4f} (docs/experiments.md).")
+    if base and seeds:
+        ends = sorted([base[2]] + [v[2] for v in seeds])
+        items.append(f"The seed alone, the number that fixes the random start, moves the final held-out loss "
+                     f"between {ends[0]:.4f} and {ends[-1]:.4f} with every setting the same: a change smaller "
+                     f"than {ends[-1] - ends[0]:.3f} proves nothing from one run (docs/experiments.md).")
+    return items
 
 
-def body_behind(d):
-    return """<p>What this kid is, how it was trained and how we know the code is right.</p>
-<h2>The run</h2><div id="run-table"></div>
-<h2>Parity</h2>
-<p>numpy_gpt is a reference with every gradient written by hand. <code>python -m parity</code> loads the
-same weights into it and into the PyTorch version, runs both, and compares every activation,
-gradient and optimizer step. The measure is the largest difference relative to the tensor's
-largest entry.</p>
-<div id="parity-table"></div>
-<h2>Do it yourself</h2>
-<pre class="code"><code>python3 -m venv .venv &amp;&amp; . .venv/bin/activate &amp;&amp; pip install -e ".[torch,plot,dev]"
-python -m torch_gpt.train                       # train the kid: out/kid.npz and out/log.jsonl
-python -m numpy_gpt.sample --prompt "ROMEO:"    # sample from it (torch_gpt.sample prints the same text)
-python -m parity --checkpoint out/kid.npz --json out/parity.json
-python -m peek show                             # what the kid learned, in a terminal
-python -m peek build --parity out/parity.json   # this site, into site/
-python -m peek serve                            # serve it at http://127.0.0.1:8000/</code></pre>"""
+def read_kid_py():
+    """torch_gpt/kid.py, the whole training in one file, as it is in the repository -> its text, or None."""
+    path = ROOT / "torch_gpt" / "kid.py"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
-def body_playground(d):
-    return """<p>The kid runs in this tab, in plain JavaScript, from the weights the other pages use. Nothing
-is sent anywhere. It computes in float64, and with the same prompt, seed and settings it prints the
-same text as <code>python -m numpy_gpt.sample --dtype float64</code> (the command is below). It uses
-two of your cores: while the tab writes, a worker thread reads ahead, so that the kid is ready when
-its window of context slides on.</p>
-<div class="controls">
-<label class="field wide">prompt <textarea id="play-prompt" rows="2" spellcheck="false"></textarea></label>
-<label class="field">temperature <input id="play-temperature" type="number" min="0" max="5" step="0.05" value="0.8"></label>
-<label class="field">top-k <input id="play-topk" type="number" min="1" step="1" placeholder="all"></label>
-<label class="field">top-p <input id="play-topp" type="number" min="0.01" max="1" step="0.01" value="1"></label>
-<label class="field">seed <input id="play-seed" type="number" min="0" step="1" value="1337"></label>
-<label class="field">length <input id="play-length" type="number" min="1" max="10000" step="1" value="500"></label>
-<div class="buttons"><button id="play-generate" type="button">generate</button>
-<button id="play-stop" type="button" disabled>stop</button></div>
-</div>
-<p id="play-status" class="note"></p>
-<pre id="play-output" class="sample"></pre>
-<p class="note">The same text from a terminal: <code id="play-command"></code></p>
-<div class="two"><div><h2>Next character</h2><div id="play-bars" class="bars"></div></div>
-<div><h2>Attention of the newest character</h2><div id="play-attention" class="strips"></div></div></div>"""
+# ------------------------------------------------------------------------------------------------
+# step 6: the code of each part of the diagram, read from numpy_gpt at build time
 
 
-BODIES = {"task": body_task, "vocabulary": body_vocabulary, "embeddings": body_embeddings,
-          "positions": body_positions, "attention": body_attention, "block": body_block, "letters": body_letters,
-          "learning": body_learning, "behind": body_behind, "playground": body_playground}
+def source(*names, module=layers):
+    """numpy_gpt's source of each named function that exists today (the code is being edited by others,
+    so a renamed function is left out rather than failing the build)."""
+    found = [getattr(module, n) for n in names if callable(getattr(module, n, None))]
+    return "\n\n".join(inspect.getsource(f).rstrip() for f in found)
+
+
+def first_of(*names):
+    """The first of names that numpy_gpt.layers defines: the textbook GELU has had two names."""
+    return next((n for n in names if callable(getattr(layers, n, None))), names[0])
+
+
+CODE = {
+    "embed": source("embedding_forward", "embedding_backward"),
+    "ln": source("layernorm_forward", "layernorm_backward"),
+    "attn": source("linear_forward", "attention_forward", "attention_backward", "linear_backward"),
+    "residual": source("residual_forward", "residual_backward"),
+    "mlp": source(first_of("gelu_forward_textbook", "gelu_forward"),
+                  first_of("gelu_backward_textbook", "gelu_backward")),
+    "head": source("linear_forward", "linear_backward"),
+    "softmax": source("softmax", "cross_entropy_forward", "cross_entropy_backward"),
+    "model": source("gpt_forward", "gpt_backward", module=model),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# the index's small pictures, drawn from the kid's real data as inline SVG
+
+
+def thumbnails(d, k):
+    W, Hh = 120, 72
+    chars = d["vocab"]["chars"]
+
+    def svg(body):
+        return f'<svg viewBox="0 0 {W} {Hh}" class="thumb" aria-hidden="true">{body}</svg>'
+
+    def blue(v):
+        v = max(0.0, min(1.0, v))
+        return f"rgb({round(250 - 205 * v)},{round(248 - 150 * v)},{round(245 - 75 * v)})"
+
+    out = {}
+    view = d["passage"] or d["prompt"]
+    text, losses = view["text"][:24], view["losses"]
+    cells = []
+    for i, ch in enumerate(text.replace("\n", " ")[:24]):
+        x, y = 6 + (i % 8) * 14, 10 + (i // 8) * 20
+        loss = losses[i - 1] if 0 < i <= len(losses) and losses[i - 1] is not None else 0
+        cells.append(f'<rect x="{x}" y="{y}" width="13" height="17" rx="2" fill="{blue(0.7 * loss / k["ln_V"])}"/>'
+                     f'<text x="{x + 6.5}" y="{y + 13}" text-anchor="middle">{html.escape(ch)}</text>')
+    out["task"] = svg("".join(cells))
+    counts = d["vocab"]["counts"] or [1] * len(chars)
+    top = max(counts)
+    n = len(counts)
+    out["vocabulary"] = svg("".join(
+        f'<rect x="{4 + i * 112 / n:.1f}" y="{66 - 58 * math.sqrt(cnt / top):.1f}" '
+        f'width="{max(0.8, 112 / n - 0.6):.1f}" '
+        f'height="{58 * math.sqrt(cnt / top):.1f}" class="ink"/>' for i, cnt in enumerate(counts)))
+    xy = np.array(d["embedding"]["pca"])
+    lo, span = xy.min(axis=0), np.maximum(np.ptp(xy, axis=0), 1e-9)
+    dots = []
+    for (x, y), ch in zip(xy, chars):
+        kind = "upper" if ch.isupper() else "lower" if ch.islower() else "other"
+        dots.append(f'<circle cx="{8 + 104 * (x - lo[0]) / span[0]:.1f}" cy="{64 - 56 * (y - lo[1]) / span[1]:.1f}" '
+                    f'r="2.4" class="{kind}"/>')
+    out["embeddings"] = svg("".join(dots))
+    sim = np.array(d["positions"]["similarity"])
+    out["positions"] = svg(matrix_svg(sim, 16, 48, 60, diverge))
+    att = np.array(d["prompt"]["attention"])                       # (L, H, T, T)
+    out["attention"] = svg(matrix_svg(att[0, min(1, att.shape[1] - 1)], 16, 48, 60, lambda v: blue(v ** 0.5)))
+    boxes = "".join(f'<rect x="{30 + 4 * i}" y="{14 + 10 * i}" width="60" height="14" rx="3" class="box"/>'
+                    for i in range(4))
+    out["block"] = svg('<rect x="10" y="4" width="100" height="8" rx="2" class="soft"/>' + boxes +
+                       '<rect x="10" y="60" width="100" height="8" rx="2" class="soft"/>')
+    probs = k["letters"]["bars"]
+    out["letters"] = svg("".join(f'<rect x="{8 + i * 13.5}" y="{66 - 60 * p / max(probs[0], 1e-9):.1f}" width="10" '
+                                 f'height="{60 * p / max(probs[0], 1e-9):.1f}" rx="1.5" class="ink"/>'
+                                 for i, p in enumerate(probs)))
+    log = d["log"]
+    if log and len(log) > 1:
+        steps = [e["step"] for e in log]
+        vals = [e["val_loss"] for e in log] + [e["train_loss"] for e in log]
+        s0, s1, v0, v1 = min(steps), max(steps) or 1, min(vals), max(vals)
+        def line(key, cls):
+            pts = " ".join(f"{6 + 108 * (e['step'] - s0) / ((s1 - s0) or 1):.1f},"
+                           f"{8 + 56 * (v1 - e[key]) / ((v1 - v0) or 1):.1f}" for e in log)
+            return f'<polyline points="{pts}" class="{cls}"/>'
+        out["learning"] = svg(line("train_loss", "line upper") + line("val_loss", "line lower"))
+    else:
+        out["learning"] = svg('<polyline points="6,10 30,40 60,55 114,62" class="line upper"/>')
+    parts = [("embeddings", k["V"] * k["C"] + k["P"] * k["C"]), ("blocks", k["L"] * k["per_block"]),
+             ("head", k["V"] * k["C"] + 2 * k["C"])]
+    total, x, rects = sum(p for _, p in parts), 6, []
+    for (name, p), cls in zip(parts, ("other", "ink", "lower")):
+        w = 108 * p / total
+        rects.append(f'<rect x="{x:.1f}" y="26" width="{max(w - 1, 0.5):.1f}" height="20" rx="2" class="{cls}"/>')
+        x += w
+    out["behind"] = svg("".join(rects))
+    out["playground"] = svg('<rect x="6" y="8" width="108" height="56" rx="5" class="soft"/>'
+                            '<text x="12" y="26">ROMEO:</text><text x="12" y="42">What say</text>'
+                            '<rect x="62" y="32" width="2" height="13" class="ink"/>')
+    return out
+
+
+def matrix_svg(m, n, x0, size, colour):
+    """m (T, T) resampled to n x n cells in a size-pixel square at (x0 - size / 2, 6)."""
+    T = len(m)
+    idx = np.minimum((np.arange(n) * T / n).astype(int), T - 1)
+    cell = size / n
+    left = x0 - size / 2 + 12
+    return "".join(f'<rect x="{left + j * cell:.2f}" y="{6 + i * cell:.2f}" width="{cell + 0.05:.2f}" '
+                   f'height="{cell + 0.05:.2f}" fill="{colour(float(m[a][b]))}"/>'
+                   for i, a in enumerate(idx) for j, b in enumerate(idx))
+
+
+def diverge(v):
+    t = max(-1.0, min(1.0, v))
+    if t >= 0:
+        return f"rgb({round(255 - 200 * t)},{round(255 - 140 * t)},255)"
+    return f"rgb(255,{round(255 + 140 * t)},{round(255 + 200 * t)})"
