@@ -215,3 +215,9 @@ def train_rung(rung, config, ids_train, steps, seed=1337, dtype=np.float32, batc
     losses = [train_step(rung, params, opt, config, ids_train, step, lr_at(step, lr, min_lr, warmup_steps, steps),
                          seed, batch_size, **step_settings) for step in range(steps)]
     return params, losses
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+    from .ladder_run import main
+    run_cli(main)
