@@ -254,11 +254,12 @@ def main(argv=None):
           f"each, lr {LR} (warmup {WARMUP_STEPS}, cosine), evaluated every {args.eval_interval} steps on "
           f"{args.eval_batches} fixed batches", flush=True)
     with StopRequest() as stop:
-        for position, rung in enumerate(args.rungs, 1):
+        for i, rung in enumerate(args.rungs, 1):
+            position = f"{i} of {len(args.rungs)}"
             if rung in run["results"]:
                 print(f"rung {position}: {rung} is trained already (val loss {run['results'][rung]['val_loss']:.4f})")
                 continue
-            result = train_one(rung, args, (tokenizer, train_ids, evals), f"{position} of {len(args.rungs)}", stop)
+            result = train_one(rung, args, (tokenizer, train_ids, evals), position, stop)
             if result is None:
                 print(f"stopped by signal {stop.signum}; the states are in {out / 'rungs'}: continue with --resume")
                 return 128 + stop.signum
