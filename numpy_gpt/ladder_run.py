@@ -230,6 +230,16 @@ def train_one(rung, args, data, position, stop):
             "seconds": seconds, "sample": text, "log": log}
 
 
+def counted_bigram_loss(train_ids, val_batches, V):
+    """The val loss of a bigram table read straight off the train split, with no training: row a of the
+    table is log((count(a, b) + 1) / sum over b), where count(a, b) is how often b follows a. The
+    one added to every count keeps a pair the train split never shows from costing infinity."""
+    counts = np.ones((V, V))                                                            # (V, V)
+    np.add.at(counts, (train_ids[:-1], train_ids[1:]), 1)
+    logprobs = np.log(counts / counts.sum(axis=1, keepdims=True))                       # (V, V)
+    return float(np.mean([-logprobs[x, y].mean() for x, y in val_batches]))
+
+
 def main(argv=None):
     args = check_args(parser().parse_args(argv))
     keep_freed_memory()
@@ -250,6 +260,7 @@ def main(argv=None):
     else:
         run = {"rungs": args.rungs, "settings": settings, "data": data_id, "results": {}}
         atomic_write(run_file, lambda f: f.write(json.dumps(run, indent=1).encode()))
+    run["counted_bigram"] = counted_bigram_loss(train_ids, evals["val"], tokenizer.vocab_size)
     print(f"the ladder: {', '.join(args.rungs)}; {args.steps} steps of {args.batch_size} x {block_size} characters "
           f"each, lr {LR} (warmup {WARMUP_STEPS}, cosine), evaluated every {args.eval_interval} steps on "
           f"{args.eval_batches} fixed batches", flush=True)
@@ -267,6 +278,8 @@ def main(argv=None):
             atomic_write(run_file, lambda f: f.write(json.dumps(run, indent=1).encode()))
             write_table(run, out / "ladder.md")
             plot(run, out / "ladder.png")
+    write_table(run, out / "ladder.md")
+    plot(run, out / "ladder.png")
     total = sum(r["seconds"] for r in run["results"].values())
     print(f"done: the table is in {out / 'ladder.md'}; {total / 60:.1f} minutes of training and evaluation in all")
     return 0
@@ -290,6 +303,11 @@ def write_table(run, path):
         lines.append(f"| {r['rung']} | {WHAT[r['rung']]} | {r['parameters']:,} | {r['val_loss']:.4f} | {bought} | "
                      f"{r['train_loss']:.4f} | {_minutes(r['seconds'])} |")
         previous = r["val_loss"]
+    total = sum(r["seconds"] for r in rows)
+    lines += ["", f"The rungs above took {_minutes(total)} in all, training and evaluation."]
+    if "bigram" in run["results"] and "counted_bigram" in run:
+        lines += ["", f"A bigram table counted straight from the train split, with no training (each pair's count "
+                      f"plus one, normalized by row), has a val loss of {run['counted_bigram']:.4f}."]
     lines += ["", "Each rung's sample: the same prompt and random numbers, temperature "
                   f"{SAMPLE_TEMPERATURE}, {SAMPLE_CHARS} characters.", ""]
     for r in rows:
