@@ -118,17 +118,27 @@ def bare_forward(params, config, idx, parts):
 
 
 def bare_backward(dlogits, cache, parts):
-    """dlogits (B, T, V) -> grads, name -> gradient. bare_forward in reverse."""
+    """dlogits (B, T, V) -> grads, name -> gradient: bare_forward in reverse. Each layer has one input
+    and one output here, so each gradient flows down one path: nothing to add up, as the block must."""
     grads = {}
+    # forward: logits = x @ lm_head.T
     dx, grads["lm_head.weight"], _ = linear_backward(dlogits, cache["lm_head"])              # (B, T, C)
     if "mlp.c_fc" in parts:
-        dg, grads["h.0.mlp.c_proj.weight"], grads["h.0.mlp.c_proj.bias"] = linear_backward(dx, cache["h.0.mlp.c_proj"])
+        # forward: x = c_proj(gelu(c_fc(x)))
+        dg, grads["h.0.mlp.c_proj.weight"], grads["h.0.mlp.c_proj.bias"] = \
+            linear_backward(dx, cache["h.0.mlp.c_proj"])                                   # (B, T, 4C)
         df = gelu_backward(dg, cache["h.0.mlp.gelu"])                                        # (B, T, 4C)
-        dx, grads["h.0.mlp.c_fc.weight"], grads["h.0.mlp.c_fc.bias"] = linear_backward(df, cache["h.0.mlp.c_fc"])
+        dx, grads["h.0.mlp.c_fc.weight"], grads["h.0.mlp.c_fc.bias"] = \
+            linear_backward(df, cache["h.0.mlp.c_fc"])                                     # (B, T, C)
     if "attn.c_proj" in parts:
-        dx, grads["h.0.attn.c_proj.weight"], grads["h.0.attn.c_proj.bias"] = linear_backward(dx, cache["h.0.attn.c_proj"])
+        # forward: x = c_proj(x), the heads mixed
+        dx, grads["h.0.attn.c_proj.weight"], grads["h.0.attn.c_proj.bias"] = \
+            linear_backward(dx, cache["h.0.attn.c_proj"])                                  # (B, T, C)
+    # forward: x = attention(c_attn(x))
     dqkv = attention_backward(dx, cache["h.0.attn"])                                         # (B, T, 3C)
-    dx, grads["h.0.attn.c_attn.weight"], grads["h.0.attn.c_attn.bias"] = linear_backward(dqkv, cache["h.0.attn.c_attn"])
+    dx, grads["h.0.attn.c_attn.weight"], grads["h.0.attn.c_attn.bias"] = \
+        linear_backward(dqkv, cache["h.0.attn.c_attn"])                                    # (B, T, C)
+    # forward: x = wte[idx] + wpe[:T]
     grads["wte.weight"], grads["wpe.weight"] = embedding_backward(dx, cache["embed"])
     return grads
 

@@ -47,7 +47,8 @@ def parser():
     p.add_argument("--steps", type=int, default=None,
                    help=f"optimizer steps for every rung, 1..{STEPS_MAX} (default: 2000; with --resume, the run's)")
     p.add_argument("--eval-interval", type=int, default=None,
-                   help="estimate every rung's train and val loss every N steps (default: 200; with --resume, the run's)")
+                   help="estimate every rung's train and val loss every N steps (default: 200; with --resume, "
+                        "the run's)")
     p.add_argument("--eval-batches", type=int, default=None,
                    help="fixed batches per loss estimate, of each split (default: 20; with --resume, the run's)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -91,7 +92,8 @@ def check_args(args):
     run_file = out / "ladder.json"
     if not args.resume:
         if run_file.exists():
-            raise UserError(f"{out} already holds a ladder; pass --resume to continue it, or --out DIR to start another")
+            raise UserError(f"{out} already holds a ladder; pass --resume to continue it, or --out DIR to start "
+                            f"another")
         args.rungs = args.rungs or list(ladder.RUNGS)
         for k in SETTINGS:
             if getattr(args, k) is None:
@@ -133,7 +135,8 @@ def save_rung_state(path, rung, params, opt, meta):
     arrays = {"__format__": np.array(STATE_FORMAT), "__meta__": np.array(json.dumps({**meta, "rung": rung,
                                                                                       "adam_step": opt["step"]}))}
     for name in params:
-        arrays[f"params/{name}"], arrays[f"m/{name}"], arrays[f"v/{name}"] = params[name], opt["m"][name], opt["v"][name]
+        arrays[f"params/{name}"] = params[name]
+        arrays[f"m/{name}"], arrays[f"v/{name}"] = opt["m"][name], opt["v"][name]
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -221,7 +224,8 @@ def train_one(rung, args, data, position, stop):
         step += 1
         if not math.isfinite(loss):
             raise UserError(f"the {rung} rung's loss became {loss} at step {step}; {path} holds its last good state")
-        progress.update(step, loss, args.batch_size * config.block_size * (step - meta["step"]) / (elapsed() - meta["elapsed_s"]))
+        tokens = args.batch_size * config.block_size * (step - meta["step"])            # since this process began
+        progress.update(step, loss, tokens / (elapsed() - meta["elapsed_s"]))
     progress.close()
     text = sample(rung, params, config, tokenizer, default_prompt(tokenizer.chars), args.seed)
     seconds = round(elapsed(), 1)

@@ -268,7 +268,8 @@ def test_a_tiny_ladder_then_a_stop_and_resume_that_ends_where_it_would_have(smal
     """Three rungs end to end: the table, the plot and the states. Then the same ladder stopped by
     SIGTERM in the kid rung and resumed: it ends at the uninterrupted run's weights, bit for bit, and its
     table's losses are the same."""
-    flags = ["--data", str(small_text), "--rungs", "uniform,bigram,kid", "--steps", "30", "--eval-interval", "10", *TINY]
+    flags = ["--data", str(small_text), "--rungs", "uniform,bigram,kid", "--steps", "30", "--eval-interval", "10",
+             *TINY]
     whole = tmp_path / "whole"
     result = run(*flags, "--out", str(whole))
     assert result.returncode == 0, result.stderr
