@@ -23,7 +23,7 @@ from .cli import (ArgumentParser, HelpFormatter, check_at_least, check_output, c
                   run_cli)
 from .config import UserError
 from .data import SAMPLE, CharTokenizer, default_prompt, eval_batches, load_text, sha256_of, split_train_val, stream
-from .loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest
+from .loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest, _clock
 from .optim import adamw_init, lr_at
 from .sampling import generate
 
@@ -234,6 +234,27 @@ def train_one(rung, args, data, position, stop):
             "seconds": seconds, "sample": text, "log": log}
 
 
+def step_seconds(rung, config, train_ids, batch_size, seed):
+    """Seconds for one training step of the rung at the run's batch size, on weights of its own (the
+    second of two: the first pays for warming up), for the ladder's ETA."""
+    params = ladder.init_rung(rung, config, seed)
+    opt = adamw_init(params)
+    for step in range(2):
+        began = time.perf_counter()
+        ladder.train_step(rung, params, opt, config, train_ids, step, LR, seed, batch_size)
+    return time.perf_counter() - began
+
+
+def ladder_seconds(rungs, args, tokenizer, train_ids):
+    """-> rung -> its estimated seconds: its steps and evaluations (an evaluation batch is a forward, about
+    a third of a step) at step_seconds' time, on the machine as busy as it is now."""
+    evals = args.steps // args.eval_interval + 1
+    return {rung: 0.0 if rung == "uniform" else
+            step_seconds(rung, ladder.rung_config(rung, vocab_size=tokenizer.vocab_size), train_ids,
+                         args.batch_size, args.seed) * (args.steps + evals * 2 * args.eval_batches / 3)
+            for rung in rungs}
+
+
 def counted_bigram_loss(train_ids, val_batches, V):
     """The val loss of a bigram table read straight off the train split, with no training: row a of the
     table is log((count(a, b) + 1) / sum over b), where count(a, b) is how often b follows a. The
@@ -268,12 +289,16 @@ def main(argv=None):
     print(f"the ladder: {', '.join(args.rungs)}; {args.steps} steps of {args.batch_size} x {block_size} characters "
           f"each, lr {LR} (warmup {WARMUP_STEPS}, cosine), evaluated every {args.eval_interval} steps on "
           f"{args.eval_batches} fixed batches", flush=True)
+    todo = [rung for rung in args.rungs if rung not in run["results"]]
+    estimate = ladder_seconds(todo, args, tokenizer, train_ids)
     with StopRequest() as stop:
         for i, rung in enumerate(args.rungs, 1):
             position = f"{i} of {len(args.rungs)}"
             if rung in run["results"]:
                 print(f"rung {position}: {rung} is trained already (val loss {run['results'][rung]['val_loss']:.4f})")
                 continue
+            left = sum(estimate[r] for r in todo[todo.index(rung):])
+            print(f"the ladder: about {_clock(left)} to go (a timed step of each rung, times its steps)", flush=True)
             result = train_one(rung, args, (tokenizer, train_ids, evals), position, stop)
             if result is None:
                 print(f"stopped by signal {stop.signum}; the states are in {out / 'rungs'}: continue with --resume")

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 import numpy_gpt.ladder as ladder
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params, num_params
-from numpy_gpt.data import CharTokenizer, batch_rng, eval_batches, get_batch, split_train_val
+from numpy_gpt.data import CharTokenizer, batch_rng, get_batch, split_train_val
 from numpy_gpt.layers import gelu_backward
 from numpy_gpt.ladder import (RUNGS, init_rung, rung_backward, rung_config, rung_forward, rung_param_shapes,
                               train_rung, train_step)
