@@ -307,6 +307,7 @@ def main(argv=None):
             atomic_write(run_file, lambda f: f.write(json.dumps(run, indent=1).encode()))
             write_table(run, out / "ladder.md")
             plot(run, out / "ladder.png")
+    atomic_write(run_file, lambda f: f.write(json.dumps(run, indent=1).encode()))
     write_table(run, out / "ladder.md")
     plot(run, out / "ladder.png")
     total = sum(r["seconds"] for r in run["results"].values())
