@@ -325,7 +325,7 @@ def write_table(run, path):
     rows = [run["results"][r] for r in run["rungs"] if r in run["results"]]
     lines = [f"{s['steps']} steps of {s['batch_size']} sequences for every rung; losses in nats per character, "
              f"the mean over {s['eval_batches']} fixed batches of each split.", "",
-             "| rung | adds | parameters | val loss | bought (val, nats) | train loss | time |",
+             "| rung | adds | parameters | val loss | bought (nats) | train loss | time |",
              "|---|---|---:|---:|---:|---:|---:|"]
     previous = None
     for r in rows:
@@ -350,7 +350,8 @@ def _minutes(seconds):
 
 
 def plot(run, path):
-    """ladder.png: every rung's val loss against step, uniform as a flat line. Needs matplotlib."""
+    """ladder.png: left, every rung's val loss against step (uniform a flat line); right, each rung's final
+    val loss as a bar. Needs matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -360,23 +361,29 @@ def plot(run, path):
             print("matplotlib is not installed, so no ladder.png (pip install matplotlib to get one)")
             plot.warned = True
         return
-    steps = run["settings"]["steps"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for rung in run["rungs"]:
-        if rung not in run["results"]:
-            continue
-        log = run["results"][rung]["log"]
-        if rung == "uniform":
-            ax.axhline(log[0]["val_loss"], color="grey", linestyle="--", label=f"uniform ({log[0]['val_loss']:.2f})")
+    rows = [run["results"][r] for r in run["rungs"] if r in run["results"]]
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    for i, r in enumerate(rows):
+        log, color = r["log"], f"C{i}"
+        if r["rung"] == "uniform":
+            curves.axhline(log[0]["val_loss"], color=color, linestyle="--", label="uniform")
         else:
-            ax.plot([e["step"] for e in log], [e["val_loss"] for e in log], marker="o", markersize=3,
-                    label=f"{rung} ({log[-1]['val_loss']:.2f})")
-    ax.set_xlim(0, steps)
-    ax.set_xlabel("step")
-    ax.set_ylabel("val loss (nats per character)")
-    ax.set_title("The ladder: each rung adds one idea")
-    ax.grid(alpha=0.3)
-    ax.legend()
+            curves.plot([e["step"] for e in log], [e["val_loss"] for e in log], color=color, marker="o",
+                        markersize=3, label=r["rung"])
+    curves.set_xlim(0, run["settings"]["steps"])
+    curves.set_xlabel("step")
+    curves.set_ylabel("val loss (nats per character)")
+    curves.grid(alpha=0.3)
+    curves.legend()
+    names = [r["rung"] for r in rows]
+    bars.barh(names, [r["val_loss"] for r in rows], color=[f"C{i}" for i in range(len(rows))])
+    for y, r in enumerate(rows):
+        bars.text(r["val_loss"], y, f" {r['val_loss']:.3f}", va="center")
+    bars.invert_yaxis()
+    bars.set_xlim(0, 1.25 * max(r["val_loss"] for r in rows))
+    bars.set_xlabel(f"val loss after {run['settings']['steps']} steps")
+    bars.grid(alpha=0.3, axis="x")
+    fig.suptitle("The ladder: each rung adds one idea; lower is better")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
