@@ -58,7 +58,7 @@ def parser():
                         "--resume, the run's)")
     p.add_argument("--data", default=None,
                    help="a UTF-8 text file to train on (default: tinyshakespeare at data/tinyshakespeare.txt, "
-                        "downloaded and checked if missing)")
+                        "downloaded and checked if missing; with --resume, the run's)")
     p.add_argument("--out", default="out-ladder", help="folder for the states, the table and the plot")
     p.add_argument("--resume", action="store_true", help="continue the ladder in --out where it stopped")
     return p
@@ -107,6 +107,8 @@ def check_args(args):
                         f"--rungs {','.join(run['rungs'])} (or no --rungs), or pass --out DIR to train "
                         f"{','.join(args.rungs)} there")
     args.rungs = run["rungs"]
+    if args.data is None:
+        args.data = run.get("data_path")
     for k in SETTINGS:
         if getattr(args, k) is None:
             setattr(args, k, run["settings"][k])
@@ -283,7 +285,8 @@ def main(argv=None):
         if run.get("data") != data_id:
             raise UserError(f"{out} was trained on another text; pass the same --data to resume it")
     else:
-        run = {"rungs": args.rungs, "settings": settings, "data": data_id, "results": {}}
+        run = {"rungs": args.rungs, "settings": settings, "data": data_id, "results": {},
+               "data_path": None if args.data is None else str(Path(args.data).resolve())}
         atomic_write(run_file, lambda f: f.write(json.dumps(run, indent=1).encode()))
     run["counted_bigram"] = counted_bigram_loss(train_ids, evals["val"], tokenizer.vocab_size)
     print(f"the ladder: {', '.join(args.rungs)}; {args.steps} steps of {args.batch_size} x {block_size} characters "

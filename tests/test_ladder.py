@@ -295,7 +295,7 @@ def test_a_tiny_ladder_then_a_stop_and_resume_that_ends_where_it_would_have(smal
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "continue with --resume" in out
     assert not json.loads((stopped / "ladder.json").read_text())["results"].get("kid")
-    result = run("--out", str(stopped), "--resume", "--data", str(small_text))
+    result = run("--out", str(stopped), "--resume")                 # --data and the rest: the run's
     assert result.returncode == 0, result.stderr
     assert "rung 2 of 3: bigram is trained already" in result.stdout and "resumed at step" in result.stdout
     a, b = states(whole), states(stopped)
