@@ -328,3 +328,10 @@ def test_resume_checks(small_text, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text(small_text.read_text()[:5000])
     assert_user_error(run("--out", str(out), "--resume", "--data", str(other)), "was trained on another text")
+
+
+def test_the_ladder_needs_no_torch():
+    result = subprocess.run([sys.executable, "-c", "import sys, numpy_gpt.ladder, numpy_gpt.ladder_run; "
+                             "assert 'torch' not in sys.modules; print('ok')"], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
