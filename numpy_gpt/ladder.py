@@ -14,9 +14,10 @@ one block without its residual stream and LayerNorms, each part switched on by t
 call the kid's gpt_forward and gpt_backward. Every rung's parameters keep torch_gpt's names, so
 "h.0.attn.c_attn.weight" is the same matrix, of the same shape, on every rung that has it.
 
-A rung trains exactly as the kid does (train_step): the same batches (numpy_gpt.data.batch_rng), AdamW
-with the kid's settings, the same warmup and cosine schedule, and global-norm clipping.
-`python -m numpy_gpt.ladder` trains them all and writes the table (numpy_gpt/ladder_run.py).
+A rung trains as the kid does (train_step): the same batches (numpy_gpt.data.batch_rng), AdamW with
+the kid's settings, the same warmup and cosine schedule, and global-norm clipping.
+`python -m numpy_gpt.ladder` trains them all and writes the table (numpy_gpt/ladder_run.py);
+docs/ladder.md has a measured one, and what each rung bought.
 
 Shape key: B batch, T time, C channels, H heads, D head size (C // H), V vocab.
 """
