@@ -3,6 +3,7 @@
     site/index.html, site/1-task.html ... site/10-playground.html   the pages
     site/style.css, site/site.js                                     the pages' look and code
     site/kid.js, site/ahead.js, site/rng.js                          the kid in JavaScript (ahead.js: its worker)
+    site/ladder.html, ladder.js, train.js, data/ladder.*             the ladder's rungs 1 and 2, trained in the tab
     site/data/peek.json, weights.json, weights.bin                   the export (peek.export)
     site/data/parity.json                                            parity's summary, when given
 
@@ -21,9 +22,10 @@ from numpy_gpt.checkpoint import atomic_write
 from numpy_gpt.config import UserError, open_input
 
 from .export import load_export, staged, write_export_files
+from .ladder_tab import write_ladder
 
 WEB = Path(__file__).parent / "web"
-ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js")
+ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js", "train.js", "ladder.js", "ladder.html")
 
 STEPS = [
     ("task", "The task"), ("vocabulary", "The vocabulary"), ("embeddings", "Embeddings"),
@@ -68,6 +70,7 @@ def write_site(out, export, parity):
         atomic_write(out / "data" / "parity.json", lambda f: f.write(json.dumps(summary).encode()))
     for name in ASSETS:
         shutil.copyfile(WEB / name, out / name)
+    write_ladder(out / "data")                             # the ladder page's text and first weights
     pages = [("index.html", index_page(data))]
     pages += [(page_name(n), page(n, BODIES[key](data), data, parity is not None))
               for n, (key, _) in enumerate(STEPS, 1)]

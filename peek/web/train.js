@@ -56,21 +56,15 @@ export function linear_forward(x, w, b, Cout) {
 }
 
 // dout (N, Cout) -> [dx (N, Cin), dw (Cout, Cin), db (Cout,) or null]
+// Both products run through kid.js's blocked linear_forward (a @ w.T), on transposed copies: dx = dout @ w
+// is dout @ (w.T).T, and dw = dout.T @ x is dout.T @ (x.T).T. A transpose costs N*C moves; a product,
+// N*C*Cout multiply-adds.
 export function linear_backward(dout, cache) {
   const { x, w, has_bias, Cout } = cache;
   const Cin = w.length / Cout, N = x.length / Cin;
   // forward: out = x @ w.T + b
-  const dx = new Float64Array(N * Cin);                                    // (N, Cin) = dout @ w
-  const dw = new Float64Array(Cout * Cin);                                 // (Cout, Cin) = dout.T @ x
-  for (let n = 0; n < N; n++)
-    for (let o = 0; o < Cout; o++) {
-      const g = dout[n * Cout + o];
-      const xr = n * Cin, wr = o * Cin;
-      for (let i = 0; i < Cin; i++) {
-        dx[xr + i] += g * w[wr + i];
-        dw[wr + i] += g * x[xr + i];
-      }
-    }
+  const dx = kid.linear_forward(dout, transpose(w, Cout, Cin), null, Cin);                      // (N, Cin) = dout @ w
+  const dw = kid.linear_forward(transpose(dout, N, Cout), transpose(x, N, Cin), null, Cin);    // (Cout, Cin) = dout.T @ x
   let db = null;
   if (has_bias) {
     db = new Float64Array(Cout);                                           // (Cout,) = dout summed over N
@@ -78,6 +72,14 @@ export function linear_backward(dout, cache) {
       for (let o = 0; o < Cout; o++) db[o] += dout[n * Cout + o];
   }
   return [dx, dw, db];
+}
+
+// a (rows, cols) -> a.T (cols, rows), a new array
+export function transpose(a, rows, cols) {
+  const out = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -206,11 +208,9 @@ export function rung_forward(rung, params, config, idx, targets, B) {
   if (rung === "uniform") {
     logits = new Float64Array(B * T * V);                                  // every character as likely
   } else if (rung === "bigram") {
-    // logits[b, t] = bigram.weight[idx[b, t]]: a lookup, the embedding without positions
-    const table = params["bigram.weight"];
-    logits = new Float64Array(B * T * V);                                  // (B, T, V)
-    for (let n = 0; n < B * T; n++) logits.set(table.subarray(idx[n] * V, (idx[n] + 1) * V), n * V);
-    cache.bigram = { idx, V };
+    // the token embedding alone, V wide, so that a character's row is the next one's logits; no
+    // position table (embedding_forward adds one: here, zeros)
+    [logits, cache.bigram] = embedding_forward(idx, params["bigram.weight"], new Float64Array(T * V), B, V);   // (B, T, V)
   } else if (rung === "attention") {
     let x, qkv, y;
     [x, cache.embed] = embedding_forward(idx, params["wte.weight"], params["wpe.weight"], B, C);   // (B, T, C)
@@ -231,12 +231,7 @@ export function rung_backward(rung, params, config, cache) {
   const grads = {};
   const dlogits = cross_entropy_backward(1.0, cache.loss);                 // (B, T, V)
   if (rung === "bigram") {
-    // forward: logits[b, t] = bigram.weight[idx[b, t]]; rows repeat, so accumulate
-    const { idx, V } = cache.bigram;
-    const dtable = new Float64Array(params["bigram.weight"].length);       // (V, V)
-    for (let n = 0; n < idx.length; n++)
-      for (let j = 0; j < V; j++) dtable[idx[n] * V + j] += dlogits[n * V + j];
-    grads["bigram.weight"] = dtable;
+    [grads["bigram.weight"]] = embedding_backward(dlogits, cache.bigram);
   } else if (rung === "attention") {
     let dy, dqkv, dx;
     [dy, grads["lm_head.weight"]] = linear_backward(dlogits, cache.lm_head);                        // (B, T, C)
