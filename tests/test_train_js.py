@@ -18,7 +18,7 @@ from numpy_gpt import layers
 from numpy_gpt.data import batch_rng, eval_batches, get_batch
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 
-from conftest import ROOT
+from conftest import ROOT, corpus_path
 
 NODE = shutil.which("node")
 if NODE is None:
@@ -186,3 +186,175 @@ def test_lr_schedule_equals_numpy():
     [got] = js([{"op": "lr_at", "steps": steps, "lr": 3e-3, "min_lr": 3e-5, "warmup_steps": 100, "total_steps": 1000}])
     for step, value in zip(steps, got):
         assert math.isclose(value, lr_at(step, 3e-3, 3e-5, 100, 1000), rel_tol=1e-15, abs_tol=0), step
+
+
+# ------------------------------------------------------------------------------------------------
+# rungs 1 and 2: the whole model's gradients, and training at the tab's sizes
+
+from numpy_gpt import ladder                                     # noqa: E402
+from numpy_gpt.data import CharTokenizer                         # noqa: E402
+from peek.ladder_tab import TAB, TAB_RUNGS, rung_settings, tab_text   # noqa: E402
+
+# Training: each step's weights differ from numpy_gpt's by the rounding of that step's sums, ~1e-16 of
+# their scale, and AdamW divides each gradient by its own running size, so a step passes its
+# predecessors' differences on without growing them much (measured: ~1e-14 after 300 steps of rung 1 and
+# 120 of rung 2). 1e-10 is what the tab promises; a wrong rate, batch, bias correction or decay moves
+# the weights by 1e-4 of their scale or more within a few steps.
+TRAIN_TOL = 1e-10
+
+
+def random_rung_params(rung, config, seed):
+    """The rung's first weights moved well off them: biases non-zero, weights of several scales."""
+    rng = np.random.default_rng(seed)
+    params = ladder.init_rung(rung, config, seed, np.float64)
+    return {name: p + rng.standard_normal(p.shape) * (0.5 if p.ndim == 1 else 0.3) for name, p in params.items()}
+
+
+@pytest.mark.parametrize("rung", TAB_RUNGS)
+@pytest.mark.parametrize("B, T, C", [(2, 5, 6), (3, 9, 4), (TAB["batch_size"], TAB["block_size"], TAB["n_embd"])])
+def test_rung_gradients_equal_numpy(rung, B, T, C):
+    """rung_forward and rung_backward: the logits, the loss and every parameter's gradient."""
+    config = ladder.rung_config(rung, block_size=T + 3, n_embd=C)
+    params = random_rung_params(rung, config, seed=B * 100 + T)
+    rng = np.random.default_rng(T)
+    idx, targets = rng.integers(0, config.vocab_size, (2, B, T))
+    [got] = js([{"op": "rung", "rung": rung, "config": config.to_dict(), "params": {n: flat(p) for n, p in params.items()},
+                 "idx": flat(idx), "targets": flat(targets), "B": B}])
+    logits, loss, cache = ladder.rung_forward(rung, params, config, idx, targets)
+    grads = ladder.rung_backward(rung, params, config, cache)
+    assert_close(got["logits"], logits, f"{rung} logits")
+    assert_close([got["loss"]], [loss], f"{rung} loss")
+    assert list(got["grads"]) == list(grads), "the gradients' names and order"
+    for name, g in grads.items():
+        assert_close(got["grads"][name], g, f"{rung} d{name}")
+
+
+@pytest.fixture(scope="module")
+def tab_ids():
+    """The tab's training ids: the slice's first 90%, in the whole corpus's vocabulary."""
+    text, vocab = tab_text(corpus_path().read_text(encoding="utf-8"))
+    ids = CharTokenizer(vocab).encode(text)
+    return ids[:int(0.9 * len(ids))]
+
+
+@pytest.mark.parametrize("rung, steps", [("bigram", 300), ("attention", 120)])
+def test_training_ends_at_numpys_weights(rung, steps, tab_ids):
+    """`steps` steps of the tab's rung, from numpy_gpt's first weights, under node and in numpy_gpt.ladder.train_rung
+    (float64, the tab's sizes and settings, a run of `steps` steps: past the warmup, into the cosine)."""
+    config, settings = rung_settings(rung)
+    settings = {**settings, "steps": steps}
+    first = ladder.init_rung(rung, config, settings["seed"], np.float64)
+    [got] = js([{"op": "train", "rung": rung, "config": config.to_dict(), "ids": tab_ids.tolist(), "steps": steps,
+                 "settings": settings, "params": {n: flat(p) for n, p in first.items()}}])
+    params, losses = ladder.train_rung(
+        rung, config, tab_ids, steps, seed=settings["seed"], dtype=np.float64, batch_size=settings["batch_size"],
+        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
+        betas=(settings["beta1"], settings["beta2"]), weight_decay=settings["weight_decay"], grad_clip=settings["grad_clip"])
+    assert losses[-1] < losses[0] - 0.5, "the rung did not learn: the test would prove little"
+    assert_close(got["losses"], losses, f"{rung} losses", TRAIN_TOL)
+    for name, p in params.items():
+        assert relative_error(got["params"][name], first[name]) > 1e-2, f"{name} did not move"
+        assert_close(got["params"][name], p, f"{rung} {name} after {steps} steps", TRAIN_TOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# the page, in chromium: it trains to numpy_gpt's weights; pause and reset work
+
+from browser import (DESKTOP, PHONE, assert_no_problems, browser, browser_page, problems, screenshot,  # noqa: E402,F401
+                     served, visit)
+from numpy_gpt.checkpoint import save_weights                     # noqa: E402
+from numpy_gpt.config import GPTConfig                            # noqa: E402
+from numpy_gpt.model import init_params                           # noqa: E402
+from numpy_gpt.optim import adamw_init as numpy_adamw_init        # noqa: E402
+from test_numpy_cli import run                                    # noqa: E402
+
+SHOTS = ROOT / "out" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def ladder_site(tmp_path_factory):
+    """A site from python -m peek build, around a tiny untrained kid: the ladder page needs only the corpus."""
+    folder = tmp_path_factory.mktemp("ladder-site")
+    chars = CharTokenizer.from_text(corpus_path().read_text(encoding="utf-8")).chars
+    config = GPTConfig(vocab_size=len(chars), block_size=16, n_layer=1, n_head=1, n_embd=8)
+    save_weights(folder / "kid.npz", init_params(config, seed=1), config, chars)
+    result = run("-m", "peek", "build", "--checkpoint", str(folder / "kid.npz"), "--out", str(folder / "site"),
+                 env={**os.environ, "TINY_LLM_CORPUS": str(corpus_path())})
+    assert result.returncode == 0, result.stderr
+    return folder / "site"
+
+
+def numpy_after(rung, steps, ids):
+    """numpy_gpt.ladder's weights after the first `steps` steps of the tab's run of the rung (float64):
+    train_rung's loop, stopped where the page was paused, on the schedule of the tab's whole run."""
+    config, s = rung_settings(rung)
+    params = ladder.init_rung(rung, config, s["seed"], np.float64)
+    opt = numpy_adamw_init(params)
+    for step in range(steps):
+        ladder.train_step(rung, params, opt, config, ids, step,
+                          lr_at(step, s["lr"], s["min_lr"], s["warmup_steps"], s["steps"]), s["seed"], s["batch_size"],
+                          betas=(s["beta1"], s["beta2"]), weight_decay=s["weight_decay"], grad_clip=s["grad_clip"])
+    return params
+
+
+def train_in_page(page, at_least):
+    """Press Train, wait until the page has taken at_least steps, press Pause -> the step it stopped at."""
+    page.click("#train-pause")
+    page.wait_for_function(f"Number(document.body.dataset.trainStep) >= {at_least}", timeout=120_000)
+    page.click("#train-pause")
+    page.wait_for_selector("body[data-running=false]")
+    return int(page.get_attribute("body", "data-train-step"))
+
+
+def page_weights(page, rung):
+    return page.evaluate(f"""() => Object.fromEntries(Object.entries(globalThis.ladderTab.runs[{json.dumps(rung)}].params)
+                                                        .map(([name, p]) => [name, Array.from(p)]))""")
+
+
+@pytest.mark.parametrize("rung, at_least", [("bigram", 150), ("attention", 25)])
+def test_the_page_trains_to_numpys_weights(browser, ladder_site, tab_ids, rung, at_least):
+    """Train in the page, pause wherever it stops: its weights are numpy_gpt's after as many steps. Pause
+    holds them; Reset goes back to the first weights, and training again retraces the same path."""
+    with served(ladder_site) as url, browser_page(browser, url) as page:
+        assert_no_problems(visit(page, url + "ladder.html"))
+        page.wait_for_selector("#train-pause:not([disabled])")
+        page.click(f"button[data-rung={rung}]")
+        first = page_weights(page, rung)
+        steps = train_in_page(page, at_least)
+        assert steps >= at_least
+        expected = numpy_after(rung, steps, tab_ids)
+        got = page_weights(page, rung)
+        for name, p in expected.items():
+            assert_close(got[name], p, f"the page's {name} after {steps} steps", TRAIN_TOL)
+        page.wait_for_timeout(300)                                 # paused: nothing moves
+        assert int(page.get_attribute("body", "data-train-step")) == steps
+        assert page_weights(page, rung) == got
+        page.click("#reset")
+        assert page.get_attribute("body", "data-train-step") == "0"
+        assert page_weights(page, rung) == first
+        again = train_in_page(page, 3)
+        for name, p in numpy_after(rung, again, tab_ids).items():
+            assert_close(page_weights(page, rung)[name], p, f"{name} after Reset and {again} steps", TRAIN_TOL)
+        assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
+        assert_no_problems(problems(page))
+
+
+def test_the_page_trains_to_the_end_and_fits_a_phone(browser, ladder_site):
+    """Rung 1 trains to its last step: the val loss falls from ln 65 to near the bigram's floor, the sample
+    changes, and the page fits 1280 and 390 pixels (screenshots in out/screenshots/)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with served(ladder_site) as url, browser_page(browser, url) as page:
+        assert_no_problems(visit(page, url + "ladder.html"))
+        page.wait_for_selector("#train-pause:not([disabled])")
+        before = page.inner_text("#sample")
+        page.click("#train-pause")
+        page.wait_for_selector("#train-pause:text('Done')", timeout=120_000)
+        vals = page.evaluate("globalThis.ladderTab.runs.bigram.vals")
+        assert abs(vals[0][1] - math.log(65)) < 0.05 and vals[-1][1] < 2.5, vals
+        assert page.inner_text("#sample") != before
+        for width, tag in ((DESKTOP, "desktop"), (PHONE, "phone")):
+            page.set_viewport_size({"width": width, "height": 800})
+            page.wait_for_timeout(100)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, f"overflows at {width}px"
+            screenshot(page, SHOTS / f"ladder-{tag}.png", width)
+        assert_no_problems(problems(page))
