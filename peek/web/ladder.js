@@ -11,7 +11,9 @@ import { default_rng } from "./rng.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const CHUNK_MS = 40;                 // the longest the page goes without answering, give or take a step
-const SAMPLE_EVERY_MS = 400;         // the sample is redrawn at most this often while training
+const DRAW_EVERY_MS = 100;           // while training, the status and chart are redrawn at most this often,
+const SAMPLE_EVERY_MS = 500;         // and the sample at most this often, and then only so that writing it
+const SAMPLE_SHARE = 0.1;            // takes at most this share of the time
 const PROMPT = "ROMEO:", SAMPLE_CHARS = 200;
 
 const $ = (id) => document.getElementById(id);
@@ -58,10 +60,11 @@ function new_run(rung) {
   const { config, settings } = tab.manifest.rungs[rung];
   const params = first_weights(rung);
   const run = { rung, config, settings, params, state: train.adamw_init(params), step: 0,
-                losses: [], vals: [], sample: "", sampled_at: -1, seconds: 0,
+                losses: [], vals: [], sample: "", seconds: 0, wall_seconds: 0,
+                next_sample: 0, next_draw: 0,
                 evals: train.eval_batches(tab.val_ids, tab.manifest.eval_batches, settings.batch_size,
                                           config.block_size, settings.seed, 1) };
-  run.vals.push([0, train.evaluate(rung, params, config, run.evals)]);
+  run.vals.push([0, train.evaluate(rung, params, config, run.evals), performance.now()]);   // [step, val loss, when]
   run.sample = write_sample(run);
   return run;
 }
@@ -75,7 +78,6 @@ function write_sample(run) {
   let text = "";
   for (const { token } of generate(prefill, null, ids, SAMPLE_CHARS, config.block_size, rng, 1.0, null, 1.0, false))
     text += tab.chars[token];
-  run.sampled_at = run.step;
   return text;
 }
 
@@ -93,40 +95,54 @@ function chunk() {
     run.step += 1;
     run.losses.push(loss);
     if (run.step % interval === 0 || run.step === settings.steps)
-      run.vals.push([run.step, train.evaluate(run.rung, params, config, run.evals)]);
+      run.vals.push([run.step, train.evaluate(run.rung, params, config, run.evals), performance.now()]);
   }
   const now = performance.now();
   run.seconds += (now - t0) / 1000;
   const done = run.step >= settings.steps;
-  if (done || now - (run.sample_time ?? 0) > SAMPLE_EVERY_MS) {
+  if (done || now > run.next_sample) {
     run.sample = write_sample(run);
-    run.sample_time = performance.now();
+    const took = performance.now() - now;
+    run.next_sample = performance.now() + Math.max(SAMPLE_EVERY_MS, took / SAMPLE_SHARE);
   }
-  if (done) tab.running = false;
-  draw();
-  if (tab.running) setTimeout(chunk, 0);
+  if (done) stop(run);
+  if (done || performance.now() > run.next_draw) {
+    draw();
+    run.next_draw = performance.now() + DRAW_EVERY_MS;
+  }
+  if (tab.running) tab.timer = setTimeout(chunk, 0);
 }
 
 function start() {
-  if (tab.runs[tab.rung].step >= tab.runs[tab.rung].settings.steps) return;
+  const run = tab.runs[tab.rung];
+  if (run.step >= run.settings.steps) return;
   tab.running = true;
+  run.started = performance.now();
   draw();
-  setTimeout(chunk, 0);
+  tab.timer = setTimeout(chunk, 0);
+}
+
+// stop training (the chunk under way has finished its steps): run.wall_seconds counts the time from
+// Train to here, drawing and sampling included
+function stop(run) {
+  if (tab.running) run.wall_seconds += (performance.now() - run.started) / 1000;
+  tab.running = false;
+  clearTimeout(tab.timer);             // a chunk already scheduled does not run
 }
 
 function pause() {
-  tab.running = false;                 // the chunk under way finishes its step, then stops
+  stop(tab.runs[tab.rung]);
   draw();
 }
 
 function reset() {
-  tab.running = false;
+  stop(tab.runs[tab.rung]);
   tab.runs[tab.rung] = new_run(tab.rung);
   draw();
 }
 
 function choose(rung) {
-  tab.running = false;
+  if (tab.runs[tab.rung]) stop(tab.runs[tab.rung]);
   tab.rung = rung;
   tab.runs[rung] ??= new_run(rung);
   draw();
@@ -150,13 +166,14 @@ function draw() {
   $("reset").disabled = run.step === 0;
   const val = run.vals[run.vals.length - 1];
   const recent = run.losses.slice(-20);
-  const rate = run.step / Math.max(run.seconds, 1e-9);
+  const elapsed = run.wall_seconds + (tab.running ? (performance.now() - run.started) / 1000 : 0);
+  const rate = run.step / Math.max(elapsed, 1e-9);                   // steps a second, drawing included
   const parts = [`step ${thousands(run.step)} of ${thousands(settings.steps)}`,
                  `val loss ${fmt(val[1])} (at step ${thousands(val[0])})`];
   if (recent.length) parts.push(`train loss ${fmt(recent.reduce((a, b) => a + b, 0) / recent.length)} (last ${recent.length} steps)`);
   if (run.step) parts.push(`${rate.toFixed(rate < 10 ? 1 : 0)} steps/s`);
   if (tab.running) parts.push(`about ${Math.ceil((settings.steps - run.step) / rate)} s to go`);
-  if (done) parts.push(`done in ${run.seconds.toFixed(1)} s`);
+  if (done) parts.push(`done in ${run.wall_seconds.toFixed(1)} s`);
   $("status").textContent = parts.join(" · ");
   document.body.dataset.trainStep = String(run.step);           // for the browser test
   document.body.dataset.running = String(tab.running);
@@ -165,8 +182,8 @@ function draw() {
   sample.replaceChildren(el("b", { text: PROMPT }), run.sample);
   const p = tab.manifest.rungs[run.rung].init.reduce((n, t) => n + t.length, 0);
   $("about-rung").textContent = run.rung === "bigram"
-    ? `Rung 1 has ${thousands(p)} numbers: the 65 × 65 table. Its val loss cannot go much below 2.41, what ` +
-      `counting the pairs of characters in the training text gives.`
+    ? `Rung 1 has ${thousands(p)} numbers: the 65 × 65 table. Its loss levels off early: a table that sees ` +
+      `only the last character has little more to learn once it knows which letters tend to follow which.`
     : `Rung 2 has ${thousands(p)} numbers: embeddings ${run.config.n_embd} wide for the 65 characters and ` +
       `${run.config.block_size} positions, one attention head, and the output layer.`;
   $("settings").textContent = `Settings in this tab: batches of ${settings.batch_size} windows of ` +
