@@ -142,7 +142,8 @@ weights ({html.escape(d['checkpoint']['file'])}{f', step {step}' if step is not 
 computes, and how it learned. The last step runs it in this tab.</p>
 <p class="facts">{c['vocab_size']} characters · {c['block_size']} characters of context ·
 {c['n_layer']} layers · {c['n_head']} heads · {c['n_embd']} wide</p>
-<ol class="toc">{items}</ol>""")
+<ol class="toc">{items}</ol>
+<p><a href="ladder.html">The ladder</a>: the kid built up one idea at a time, its first rungs trained in this tab.</p>""")
 
 
 def code_block(*functions):

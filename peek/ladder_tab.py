@@ -2,6 +2,7 @@
 
     TAB            the tab's sizes and training settings; tests/test_train_js.py trains numpy_gpt at them
     tab_text       the slice of tinyshakespeare that ships with the site, and its vocabulary
+    ladder_table   the table of a `python -m numpy_gpt.ladder` run (its ladder.json), for the page
     write_ladder   site/data/ladder.json (sizes, settings, where each first weight lies, the ladder's
                    table), ladder.txt (the slice) and ladder-init.bin (rungs 1 and 2's first weights)
 
@@ -67,13 +68,45 @@ def tab_text(corpus_text):
     return corpus_text[:TAB_CHARS], CharTokenizer.from_text(corpus_text).chars
 
 
+# where `python -m numpy_gpt.ladder` writes its run by default (its --out)
+DEFAULT_LADDER_RUN = Path("out-ladder") / "ladder.json"
+
+
+def ladder_table(path=DEFAULT_LADDER_RUN):
+    """A ladder run's ladder.json -> {"caption", "rows": one dict of display strings per finished rung}, or
+    None where there is no run at path, or it is not one."""
+    try:
+        run = json.loads(Path(path).read_text(encoding="utf-8"))
+        s, results = run["settings"], run["results"]
+        from numpy_gpt.ladder_run import WHAT
+        rows, previous = [], None
+        for i, rung in enumerate(run["rungs"]):
+            if rung not in results:
+                continue
+            r = results[rung]
+            rows.append({"rung": f"{i} {rung}", "adds": WHAT[rung], "parameters": f"{r['parameters']:,}",
+                         "val loss": f"{r['val_loss']:.3f}",
+                         "bought (nats)": "" if previous is None else f"{previous - r['val_loss']:+.3f}",
+                         "train loss": f"{r['train_loss']:.3f}"})
+            previous = r["val_loss"]
+        text = "all of tinyshakespeare" if run["data"]["sha256"] == TINYSHAKESPEARE_SHA256 else "its text"
+        caption = (f"python -m numpy_gpt.ladder: {s['steps']:,} steps of {s['batch_size']} sequences of 128 characters "
+                   f"for every rung, on {text}; losses in nats per character, the mean over {s['eval_batches']} "
+                   f"fixed batches of each split.")
+    except (OSError, ValueError, KeyError, TypeError, ImportError):
+        return None
+    return {"caption": caption, "rows": rows} if rows else None
+
+
 def write_ladder(data_dir, corpus=None, table=None):
     """Write ladder.json, ladder.txt and ladder-init.bin into data_dir. corpus: tinyshakespeare's path, or
     None to look for it (find_corpus); without it only ladder.json is written, saying so, and the page
-    says how to build with it. table: the ladder run's table (a list of rows), or None."""
+    says how to build with it. table: the ladder run's table (ladder_table), or None to read the run at
+    DEFAULT_LADDER_RUN if there is one."""
     data_dir = Path(data_dir)
     corpus = corpus or find_corpus()
-    manifest = {"format": "tiny-llm ladder tab", "version": 1, "text": None, "table": table}
+    manifest = {"format": "tiny-llm ladder tab", "version": 1, "text": None,
+                "table": table if table is not None else ladder_table()}
     if corpus is not None:
         from numpy_gpt import ladder
         text, vocab = tab_text(Path(corpus).read_text(encoding="utf-8"))

@@ -226,18 +226,18 @@ function draw_chart(run) {
   svg.replaceChildren(...nodes);
 }
 
-// the ladder's table from `python -m numpy_gpt.ladder`, as ladder.json carries it: a list of rows
-function draw_table(rows) {
-  if (!Array.isArray(rows) || !rows.length) {
-    $("table").replaceChildren(el("p", { class: "note", text: "This site was built without a ladder run; " +
-      "`python -m numpy_gpt.ladder` makes one, and `python -m peek build` then shows its table here." }));
+// the ladder's table from `python -m numpy_gpt.ladder`, as ladder.json carries it: {caption, rows}
+function draw_table(table) {
+  if (!table || !Array.isArray(table.rows) || !table.rows.length) {
+    $("table").replaceChildren(el("p", { class: "note", text: "This site was built without a ladder run: " +
+      "python -m numpy_gpt.ladder makes one, and python -m peek build then shows its table here." }));
     return;
   }
-  const keys = Object.keys(rows[0]);
-  const cell = (v) => (typeof v === "number" && !Number.isInteger(v) ? fmt(v) : String(v ?? ""));
+  const keys = Object.keys(table.rows[0]);
   $("table").replaceChildren(el("table", {},
+    el("caption", { class: "note", text: table.caption }),
     el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", { text: k })))),
-    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...keys.map((k) => el("td", { text: cell(r[k]) })))))));
+    el("tbody", {}, ...table.rows.map((r) => el("tr", {}, ...keys.map((k) => el("td", { text: String(r[k]) })))))));
 }
 
 // ------------------------------------------------------------------------------------------------
