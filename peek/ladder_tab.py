@@ -22,15 +22,16 @@ from numpy_gpt.data import DEFAULT_CORPUS, TINYSHAKESPEARE_SHA256, CharTokenizer
 
 # The first 150,000 characters of tinyshakespeare (150 KB, 3% of the site's 5 MB next to the kid's 3.3 MB
 # of weights): 135,000 to train on, the last 15,000 to validate. Rung 2 sees 512 characters a step, so
-# its 2,000 steps pass over the training part about 8 times; the bigram's 4,225 cells get 32 examples
-# each on average. A tenth of the corpus keeps the val loss within a few hundredths of the whole's.
+# its 2,000 steps pass over the training part about 8 times, and the bigram's 4,225 cells get 32 examples
+# each on average: enough that the val loss follows the train loss down instead of parting from it.
 TAB_CHARS = 150_000
 
 # The tab's model: the kid's 65 characters, 32 of context and 32 channels (the kid has 128 and 128), in
-# batches of 16 (the ladder's 32). Rung 2's step then costs ~1/60 of the kid's multiply-adds, tens of
-# milliseconds in a tab: a reader watches 2,000 steps in about a minute. The rates are the ladder's
-# schedule (warmup, cosine to lr/100) with a larger peak: rung 1's 3e-2 converges in under 10 seconds,
-# rung 2's 1e-2 in a minute; at the ladder's 3e-3 neither would within a reader's patience.
+# batches of 16 (the ladder's 32). Rung 2's step is then about a thousandth of the kid's multiply-adds,
+# tens of milliseconds in a tab, and its 2,000 steps take a minute or two (benchmarks/ladder_tab.py).
+# The rates follow the ladder's schedule (warmup, cosine down to lr/100) with a larger peak: at the
+# ladder's 3e-3 the bigram is still far from its floor after 2,000 steps; at 3e-2 it gets within a few
+# hundredths of it in a few hundred, and rung 2 at 1e-2 passes the bigram within its 2,000.
 TAB = {
     "seed": 1337, "batch_size": 16, "block_size": 32, "n_embd": 32,
     "warmup_steps": 100, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,

@@ -185,7 +185,8 @@ function draw() {
     ? `Rung 1 has ${thousands(p)} numbers: the 65 × 65 table. Its loss levels off early: a table that sees ` +
       `only the last character has little more to learn once it knows which letters tend to follow which.`
     : `Rung 2 has ${thousands(p)} numbers: embeddings ${run.config.n_embd} wide for the 65 characters and ` +
-      `${run.config.block_size} positions, one attention head, and the output layer.`;
+      `${run.config.block_size} positions, one attention head, and the output layer. (The kid's embeddings are ` +
+      `128 wide, for 128 positions; here they are smaller, so that a step takes tens of milliseconds.)`;
   $("settings").textContent = `Settings in this tab: batches of ${settings.batch_size} windows of ` +
     `${run.config.block_size} characters, ${thousands(settings.steps)} steps, learning rate ${settings.lr} ` +
     `after ${settings.warmup_steps} steps of warmup, decaying to ${settings.min_lr}; the val loss is the mean over ` +
