@@ -323,7 +323,8 @@ def page_weights(page, rung):
 @pytest.mark.parametrize("rung, at_least", [("bigram", 150), ("attention", 25)])
 def test_the_page_trains_to_numpys_weights(browser, ladder_site, tab_ids, rung, at_least):
     """Train in the page, pause wherever it stops: its weights are numpy_gpt's after as many steps. Pause
-    holds them; Reset goes back to the first weights, and training again retraces the same path."""
+    holds them, and going on continues from them; Reset goes back to the first weights, and training
+    again retraces the same path."""
     with served(ladder_site) as url, browser_page(browser, url) as page:
         assert_no_problems(visit(page, url + "ladder.html"))
         page.wait_for_selector("#train-pause:not([disabled])")
@@ -338,6 +339,9 @@ def test_the_page_trains_to_numpys_weights(browser, ladder_site, tab_ids, rung, 
         page.wait_for_timeout(300)                                 # paused: nothing moves
         assert int(page.get_attribute("body", "data-train-step")) == steps
         assert page_weights(page, rung) == got
+        more = train_in_page(page, steps + 5)                      # Go on: from where it paused, no step lost
+        for name, p in numpy_after(rung, more, tab_ids).items():
+            assert_close(page_weights(page, rung)[name], p, f"{name} after going on to {more} steps", TRAIN_TOL)
         page.click("#reset")
         assert page.get_attribute("body", "data-train-step") == "0"
         assert page_weights(page, rung) == first

@@ -217,6 +217,13 @@ function draw_chart(run) {
   nodes.push(el("svg:line", { class: "floor", x1: left, x2: W - right, y1: y(ln65), y2: y(ln65) }),
              el("svg:text", { class: "floor-label", x: W - right - 4, y: y(ln65) - 5, "text-anchor": "end",
                               text: "rung 0, uniform: ln 65 = 4.17" }));
+  const bigram = tab.runs.bigram;
+  if (run.rung === "attention" && bigram && bigram.step > 0) {          // the rung below, as trained in this tab
+    const [step, val] = bigram.vals[bigram.vals.length - 1];
+    nodes.push(el("svg:line", { class: "floor", x1: left, x2: W - right, y1: y(val), y2: y(val) }),
+               el("svg:text", { class: "floor-label", x: W - right - 4, y: y(val) - 5, "text-anchor": "end",
+                                text: `rung 1, bigram, here after ${thousands(step)} steps: ${fmt(val)}` }));
+  }
   const every = Math.max(1, Math.floor(run.losses.length / (W - left - right)));   // at most a point a pixel
   let train_points = "";
   for (let i = 0; i < run.losses.length; i += every) train_points += `${x(i + 1).toFixed(1)},${y(run.losses[i]).toFixed(1)} `;
