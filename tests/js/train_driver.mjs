@@ -7,6 +7,7 @@
 // float64, so Python sees the numbers bit for bit. Tasks:
 //
 //   {"op": "integers", "seed": [..], "low", "high", "size", "calls"}  -> [calls lists]: default_rng(seed).integers x calls
+//        (the seed's words as decimal strings: small ones go in as Numbers, large ones as BigInts)
 //   {"op": "batch", "ids", "batch_size", "block_size", "seed", "step"} -> {"x", "y"}: get_batch(..., batch_rng(seed, step))
 //   {"op": "eval_batches", "ids", "n", "batch_size", "block_size", "seed", "split"} -> [{"x", "y"}, ...]
 //   {"op": "embedding", "idx", "B", "wte", "wpe", "C", "dout"}         -> {"out", "dwte", "dwpe"}
@@ -33,7 +34,7 @@ const lists = (obj) => Object.fromEntries(Object.entries(obj).map(([name, a]) =>
 function run(task) {
   switch (task.op) {
     case "integers": {
-      const rng = default_rng(task.seed);
+      const rng = default_rng(task.seed.map((w) => (BigInt(w) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(w) : BigInt(w))));
       return Array.from({ length: task.calls }, () => list(rng.integers(task.low, task.high, task.size)));
     }
     case "batch": {
