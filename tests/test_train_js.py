@@ -68,7 +68,7 @@ def test_integers_equal_numpy_bit_for_bit():
     """Generator.integers(low, high, size) for list seeds, ranges of 1, small, large and exactly 2**32,
     called several times on one generator (a uint32 half left over carries from one call to the next)."""
     cases = [([1337, 2, 0, 0], 0, 150_000, 16), ([0], 0, 1, 5), ([1, 2, 3], -5, 7, 33), ([7, 4, 1], 0, 2**32, 9),
-             ([2**40, 5], 10, 3_000_000_010, 31), ([3], 0, 2**31 + 1, 64)]
+             ([2**40, 5], 10, 3_000_000_010, 31), ([3], 0, 2**31 + 1, 64), ([2**60 + 3, 2, 1], 0, 1000, 16)]
     results = js([{"op": "integers", "seed": [str(w) for w in seed], "low": low, "high": high, "size": size, "calls": 3}
                   for seed, low, high, size in cases])
     for (seed, low, high, size), got in zip(cases, results):
