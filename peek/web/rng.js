@@ -4,7 +4,7 @@
 //   seed -> SeedSequence (numpy/random/bit_generator.pyx) -> 4 uint64 words -> PCG64 (numpy/random/src/pcg64/)
 //
 // The 32-bit hashing of SeedSequence uses Math.imul and >>> 0; PCG64's 128-bit arithmetic uses BigInt.
-// tests/test_peek_js.py checks the numbers against numpy itself.
+// tests/test_peek_js.py (random) and tests/test_train_js.py (integers) check the numbers against numpy itself.
 
 const MASK32 = 0xffffffff;
 const MASK64 = (1n << 64n) - 1n;
