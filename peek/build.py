@@ -4,6 +4,7 @@
     site/style.css, site/site.js                                     the pages' look and code
     site/kid.js, site/ahead.js, site/rng.js                          the kid in JavaScript (ahead.js: its worker)
     site/calc.js                                                     the model-size calculator's arithmetic
+    site/ladder.html, ladder.js, train.js, data/ladder.*             the ladder's rungs 1 and 2, trained in the tab
     site/data/peek.json, weights.json, weights.bin                   the export (peek.export)
     site/data/parity.json                                            parity's summary, when given
 
@@ -27,11 +28,12 @@ from numpy_gpt.machinery.checkpoint import atomic_write
 from numpy_gpt.machinery.errors import UserError, open_input
 
 from .export import load_export, staged, write_export_files
+from .ladder_tab import write_ladder
 
 WEB = Path(__file__).parent / "web"
 TEMPLATES = Path(__file__).parent / "templates"
 ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js", "calc.js")
+ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js", "calc.js", "train.js", "ladder.js", "ladder.html")
 
 # (file key, title, the index's one-line promise)
 STEPS = [
@@ -105,6 +107,7 @@ def write_site(out, export, parity, env):
     for name in ASSETS:
         if (WEB / name).is_file():
             shutil.copyfile(WEB / name, out / name)
+    write_ladder(out / "data")                             # the ladder page's text and first weights
     k = facts(data, summary)
     pages = [("index.html", env.get_template("index.html").render(k=k, steps=steps_for(0), step=0,
                                                                    thumbs=thumbnails(data, k)))]

@@ -1,9 +1,10 @@
-// numpy.random.default_rng(seed).random(), bit for bit, so a page and numpy_gpt draw the same numbers.
+// numpy.random.default_rng(seed).random() and .integers(low, high, size), bit for bit, so a page and
+// numpy_gpt draw the same numbers.
 //
 //   seed -> SeedSequence (numpy/random/bit_generator.pyx) -> 4 uint64 words -> PCG64 (numpy/random/src/pcg64/)
 //
 // The 32-bit hashing of SeedSequence uses Math.imul and >>> 0; PCG64's 128-bit arithmetic uses BigInt.
-// tests/test_peek_js.py checks the numbers against numpy itself.
+// tests/test_peek_js.py (random) and tests/test_train_js.py (integers) check the numbers against numpy itself.
 
 const MASK32 = 0xffffffff;
 const MASK64 = (1n << 64n) - 1n;
@@ -72,9 +73,11 @@ export function generate_state(pool, n_words) {
   return out;
 }
 
-// SeedSequence(seed).pool
+// SeedSequence(seed).pool. seed: an integer, or an array of them, as numpy_gpt.data.stream's keys
+// [seed, tag, ...]: _coerce_to_uint32_array turns each into its words and joins them, in order.
 export function seed_sequence_pool(seed) {
-  return mix_entropy(int_to_uint32_array(seed));
+  const words = Array.isArray(seed) ? seed.flatMap(int_to_uint32_array) : int_to_uint32_array(seed);
+  return mix_entropy(words);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -108,21 +111,63 @@ function pcg64_seeded(words) {
 // ------------------------------------------------------------------------------------------------
 // numpy.random.default_rng(seed): Generator(PCG64(SeedSequence(seed)))
 
-// seed: a non-negative integer, a Number (a safe integer) or a BigInt
-// -> { next_uint64() -> BigInt in [0, 2^64), random() -> Number in [0, 1) }
+// seed: a non-negative integer, a Number (a safe integer) or a BigInt, or an array of them
+// -> { next_uint64() -> BigInt in [0, 2^64), next_uint32() -> Number in [0, 2^32), random() -> Number in
+//      [0, 1), integers(low, high, size) -> Float64Array of size whole numbers in [low, high) }
 export function default_rng(seed) {
-  if (!(typeof seed === "bigint" || Number.isSafeInteger(seed)) || seed < 0)
-    throw new Error(`the seed must be a non-negative integer, got ${String(seed)}`);
+  const bad = (s) => !(typeof s === "bigint" || Number.isSafeInteger(s)) || s < 0;
+  if (Array.isArray(seed) ? seed.length === 0 || seed.some(bad) : bad(seed))
+    throw new Error(`the seed must be a non-negative integer or a list of them, got ${String(seed)}`);
   const pcg = pcg64_seeded(generate_state(seed_sequence_pool(seed), 4));   // PCG64.__init__
+  let has_uint32 = false, uinteger = 0;                                    // the half of a uint64 not yet used
   return {
     // pcg64_random_r: step, then output the new state
     next_uint64() {
       step(pcg);
       return output_xsl_rr(pcg.state);
     },
+    // pcg64_next32: the low half of a new uint64, then its high half on the next call
+    next_uint32() {
+      if (has_uint32) {
+        has_uint32 = false;
+        return uinteger;
+      }
+      const next = this.next_uint64();
+      has_uint32 = true;
+      uinteger = Number(next >> 32n);
+      return Number(next & 0xffffffffn);
+    },
     // next_double (distributions.h): the top 53 bits, times 2^-53
     random() {
       return Number(this.next_uint64() >> 11n) * (1.0 / 9007199254740992.0);
+    },
+    // Generator.integers(low, high, size) for the default int64, high exclusive: _rand_int64 ->
+    // random_bounded_uint64_fill (distributions.c), for ranges that fit 32 bits (high - low <= 2^32),
+    // which is every range a page draws from. Each number is low + a bounded uint32 by Lemire's method.
+    integers(low, high, size) {
+      if (!Number.isSafeInteger(low) || !Number.isSafeInteger(high) || high <= low || high - low > 2 ** 32)
+        throw new Error(`integers(low, high) needs whole numbers with 0 < high - low <= 2^32, got ${low}, ${high}`);
+      const rng = high - low - 1;                                          // the largest offset
+      const out = new Float64Array(size);
+      for (let i = 0; i < size; i++)
+        out[i] = low + (rng === 0 ? 0 : rng === MASK32 ? this.next_uint32() : this.bounded_lemire_uint32(rng));
+      return out;
+    },
+    // buffered_bounded_lemire_uint32 (Lemire, arXiv:1805.10941): a uniform whole number in [0, rng], by
+    // the top 32 bits of a uint32 times rng + 1, drawing again while the low 32 bits fall in the biased
+    // zone. The product can pass 2^53, so it is BigInt.
+    bounded_lemire_uint32(rng) {
+      const rng_excl = BigInt(rng + 1);
+      let m = BigInt(this.next_uint32()) * rng_excl;
+      let leftover = m & 0xffffffffn;
+      if (leftover < rng_excl) {
+        const threshold = BigInt((MASK32 - rng) % (rng + 1));             // (UINT32_MAX - rng) % rng_excl
+        while (leftover < threshold) {
+          m = BigInt(this.next_uint32()) * rng_excl;
+          leftover = m & 0xffffffffn;
+        }
+      }
+      return Number(m >> 32n);
     },
   };
 }
