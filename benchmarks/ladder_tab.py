@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.cli import ArgumentParser, check_at_least, run_cli
+from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, run_cli
 from numpy_gpt.config import UserError
 
 from .site import CHROMIUM_ARGS, serve

@@ -46,7 +46,7 @@ RUNG_SHAPE = {"uniform": {"n_layer": 1, "n_head": 1}, "bigram": {"n_layer": 1, "
               "mlp": {"n_layer": 1, "n_head": 4}, "block": {"n_layer": 1, "n_head": 4},
               "kid": {"n_layer": 4, "n_head": 4}}
 
-# Dropout in training: the kid's (numpy_gpt.cli's --dropout default); no other rung has any.
+# Dropout in training: the kid's (numpy_gpt.machinery.cli's --dropout default); no other rung has any.
 DROPOUT = {"kid": 0.1}
 
 
@@ -201,7 +201,7 @@ def train_step(rung, params, opt, config, ids, step, lr, seed=1337, batch_size=3
 
     Updates params and opt (adamw_init's state) in place. dropout None is the rung's own (DROPOUT);
     its masks come from dropout_seed(seed, step), as the kid's trainer draws them. The defaults are the
-    kid's trainer's (numpy_gpt.cli).
+    kid's trainer's (numpy_gpt.machinery.cli).
     """
     p = DROPOUT.get(rung, 0.0) if dropout is None else dropout
     x, y = get_batch(ids, batch_size, config.block_size, batch_rng(seed, step))              # (B, T) each
@@ -229,6 +229,6 @@ def train_rung(rung, config, ids_train, steps, seed=1337, dtype=np.float32, batc
 
 
 if __name__ == "__main__":
-    from .cli import run_cli
+    from .machinery.cli import run_cli
     from .ladder_run import main
     run_cli(main)

@@ -18,17 +18,18 @@ import numpy as np
 
 from . import ladder
 # The pieces this command shares with numpy_gpt's trainer, imported in this one place.
-from .checkpoint import atomic_write, read_npz
-from .cli import (ArgumentParser, HelpFormatter, check_at_least, check_output, check_seed, keep_freed_memory,
+from .machinery.checkpoint import atomic_write, read_npz
+from .machinery.cli import (ArgumentParser, HelpFormatter, check_at_least, check_output, check_seed, keep_freed_memory,
                   run_cli)
-from .config import UserError
-from .data import SAMPLE, CharTokenizer, default_prompt, eval_batches, load_text, sha256_of, split_train_val, stream
-from .loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest, _clock
+from .machinery.errors import UserError
+from .data import SAMPLE, CharTokenizer, eval_batches, split_train_val, stream
+from .machinery.corpus import default_prompt, load_text, sha256_of
+from .machinery.loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest, _clock
 from .optim import adamw_init, lr_at
 from .sampling import generate
 
 STEPS_MAX = 100_000          # --steps above this would run for days on a laptop: surely a typo
-LR, WARMUP_STEPS = 3e-3, 100  # the kid's trainer's (numpy_gpt.cli); min_lr = LR / 100
+LR, WARMUP_STEPS = 3e-3, 100  # the kid's trainer's (numpy_gpt.machinery.cli); min_lr = LR / 100
 STATE_FORMAT = "tiny-llm ladder rung state v1"
 
 WHAT = {"uniform": "every character equally likely", "bigram": "a table: the next character from the last one",

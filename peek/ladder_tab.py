@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import atomic_write
-from numpy_gpt.data import DEFAULT_CORPUS, TINYSHAKESPEARE_SHA256, CharTokenizer
+from numpy_gpt.machinery.checkpoint import atomic_write
+from numpy_gpt.data import CharTokenizer
+from numpy_gpt.machinery.corpus import DEFAULT_CORPUS, TINYSHAKESPEARE_SHA256
 
 # The first 150,000 characters of tinyshakespeare (150 KB, 3% of the site's 5 MB next to the kid's 3.3 MB
 # of weights): 135,000 to train on, the last 15,000 to validate. Rung 2 sees 512 characters a step, so

@@ -3,7 +3,7 @@
 Shape key: V vocab, H heads, T time (the prompt's length), L layers.
 
 Both trainers write a snapshot of the weights at each evaluation, OUT/checkpoints/step_NNNNN.npz
-(numpy_gpt.loop), and the evaluation's losses to OUT/log.jsonl. For each snapshot this module
+(numpy_gpt.machinery.loop), and the evaluation's losses to OUT/log.jsonl. For each snapshot this module
 computes, with numpy_gpt in float64:
 
     step          the optimizer steps done when it was written
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_gpt.checkpoint import load_weights
-from numpy_gpt.config import UserError
-from numpy_gpt.data import default_prompt
+from numpy_gpt.machinery.checkpoint import load_weights
+from numpy_gpt.machinery.corpus import default_prompt
+from numpy_gpt.machinery.errors import UserError
 
 from . import analysis
 from .habits import habits_for_kid, model_attention, val_ids

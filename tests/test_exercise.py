@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.errors import UserError
 from numpy_gpt.exercise.__main__ import main
 
 from conftest import ROOT, corpus_path

@@ -236,7 +236,7 @@ def test_val_ids_are_the_last_tenth():
 def test_peek_show_prints_the_habit_table(tiny, tmp_path):
     """peek show's table: one row per layer and head, with the clearest habit and its figure as head_habits
     measured them on the validation split of the text passed with --data."""
-    from numpy_gpt.checkpoint import save_weights
+    from numpy_gpt.machinery.checkpoint import save_weights
     from test_numpy_cli import run
     params, config, chars, held_out = tiny
     text = corpus_path().read_text(encoding="utf-8")                  # the tiny model's vocabulary is all of it

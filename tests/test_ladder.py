@@ -168,9 +168,9 @@ def test_the_kid_rung_takes_the_kid_trainers_steps():
     core and sums the parts' gradients, so the two differ in the order of float sums only: ~1e-16 per
     operation, grown by three AdamW steps (whose update divides by sqrt(v), amplifying the relative
     error of tiny gradients) to well under 1e-9 of each tensor's scale."""
-    from numpy_gpt.cli import check_training_args, training_parser
-    from numpy_gpt.loop import Data
-    from numpy_gpt.train import NumpyBackend
+    from numpy_gpt.machinery.cli import check_training_args, training_parser
+    from numpy_gpt.machinery.loop import Data
+    from numpy_gpt.machinery.threaded import NumpyBackend
     tokenizer, (train_ids, val_ids) = small_ids()
     flags = ["--steps", "3", "--batch-size", "4", "--dtype", "float64", "--n-layer", "2", "--n-head", "2",
              "--n-embd", "8", "--block-size", "16", "--warmup-steps", "2", "--lr", "1e-2"]

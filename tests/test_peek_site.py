@@ -423,7 +423,7 @@ REFUSED = [
 def test_the_playground_refuses_what_the_cli_refuses(browser, site):
     """Each refused setting, after a valid run: one line saying what is wrong; the old text, its bars and
     its command gone, so that nothing on screen belongs to another setting; generate writes nothing. The
-    ranges are the CLI's (numpy_gpt/cli.py: the seed 0..4294967295, top-k 1..vocab size), the length the
+    ranges are the CLI's (numpy_gpt/machinery/cli.py: the seed 0..4294967295, top-k 1..vocab size), the length the
     field's 0..10000."""
     with served(site["dir"]) as url, browser_page(browser, url) as page:
         visit(page, url + page_name(10))
@@ -608,7 +608,7 @@ def test_the_surprises_read_docs_experiments_table(tmp_path):
 
 def test_build_without_jinja2_says_how_to_get_it(monkeypatch):
     """peek build's templates need Jinja2: without it, one line that names the package and the install."""
-    from numpy_gpt.config import UserError
+    from numpy_gpt.machinery.errors import UserError
     from peek.build import environment
     monkeypatch.setitem(__import__("sys").modules, "jinja2", None)          # import jinja2 now fails
     with pytest.raises(UserError, match=r"peek build needs Jinja2.*pip install"):

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from numpy_gpt.checkpoint import load_weights, save_weights
-from numpy_gpt.config import GPTConfig, UserError
+from numpy_gpt.machinery.checkpoint import load_weights, save_weights
+from numpy_gpt.config import GPTConfig
+from numpy_gpt.machinery.errors import UserError
 from numpy_gpt.model import gpt_forward, init_params
 from peek import analysis, snapshots
 from peek.export import build_export, load_export, passage_of, write_export

@@ -272,7 +272,7 @@ def test_training_ends_at_numpys_weights(rung, steps, tab_ids):
 
 from browser import (DESKTOP, PHONE, assert_no_problems, browser, browser_page, problems, screenshot,  # noqa: E402,F401
                      served, visit)
-from numpy_gpt.checkpoint import save_weights                     # noqa: E402
+from numpy_gpt.machinery.checkpoint import save_weights                     # noqa: E402
 from numpy_gpt.config import GPTConfig                            # noqa: E402
 from numpy_gpt.model import init_params                           # noqa: E402
 from numpy_gpt.optim import adamw_init as numpy_adamw_init        # noqa: E402

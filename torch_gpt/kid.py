@@ -15,6 +15,7 @@ Shape key: B batch, T time (block_size), C channels, V vocab.
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -153,7 +154,7 @@ def main():
             log.append((step, train_loss, val_loss))
             written = "".join(chars[i] for i in sample(model, [stoi[c] for c in PROMPT], SAMPLE_CHARS,
                                                          np.random.default_rng([SEED, SAMPLE])))
-            print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            print(f"\rstep {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                   f"{time.perf_counter() - start:.0f} s\n{written}\n")
         if step == STEPS:
             break
@@ -169,6 +170,9 @@ def main():
             group["lr"] = lr_at(step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if step % 10 == 9:                                              # a progress line with the ETA
+            left = (time.perf_counter() - start) / (step + 1) * (STEPS - step - 1)
+            print(f"\rstep {step + 1}/{STEPS} | loss {loss.item():.4f} | ETA {left / 60:.1f} min", end="", flush=True)
 
     path = os.path.join(OUT, "kid.npz")
     save_kid(path, model, config, chars, {"step": STEPS, "backend": "torch_gpt.kid", "val_loss": log[-1][2]})
@@ -178,4 +182,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__)
+    elif sys.argv[1:]:      # no flags: the settings are the constants at the top of this file
+        sys.exit(f"error: python -m torch_gpt.kid takes no flags (got {' '.join(sys.argv[1:])}); edit the constants "
+                 "at the top of torch_gpt/kid.py, or use python -m torch_gpt.train, which has flags")
+    else:
+        main()

@@ -1,11 +1,12 @@
 """What the exercise borrows from numpy_gpt's command-line plumbing, imported here and nowhere else in
 this package: the error a user can fix, the command runner and parser, safe file writes, the training
 defaults, the progress line, and the text."""
-from ..checkpoint import atomic_write
-from ..cli import ArgumentParser, HelpFormatter, check_output, check_training_args, run_cli, training_parser
-from ..config import UserError, open_input
-from ..data import CharTokenizer, default_prompt, load_text, split_train_val
-from ..loop import Progress
+from ..machinery.checkpoint import atomic_write
+from ..machinery.cli import ArgumentParser, HelpFormatter, check_output, check_training_args, run_cli, training_parser
+from ..machinery.errors import UserError, open_input
+from ..data import CharTokenizer, split_train_val
+from ..machinery.corpus import default_prompt, load_text
+from ..machinery.loop import Progress
 
 __all__ = ["ArgumentParser", "CharTokenizer", "HelpFormatter", "Progress", "UserError", "atomic_write",
            "check_output", "check_training_args", "default_prompt", "kid_training_settings", "load_text",

@@ -10,7 +10,7 @@ import { Lookahead, cached_run } from "./ahead.js";
 import { default_rng } from "./rng.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const SEED_MAX = 4294967295;            // numpy_gpt.cli.SEED_MAX
+const SEED_MAX = 4294967295;            // numpy_gpt.machinery.cli.SEED_MAX
 const LENGTH_MAX = 10000;               // the playground's own limit; the CLI writes more
 
 // ------------------------------------------------------------------------------------------------
@@ -836,7 +836,7 @@ async function playground(d) {
   } catch (e) {
     console.warn(`the playground runs on one core: no worker (${e.message})`);
   }
-  // the settings, checked as numpy_gpt.sample checks them (numpy_gpt/cli.py) -> {settings, ids}, or an
+  // the settings, checked as numpy_gpt.sample checks them (numpy_gpt/machinery/cli.py) -> {settings, ids}, or an
   // Error saying what is wrong and how to fix it
   const settings = () => {
     const s = { prompt: inputs.prompt.value, temperature: Number(inputs.temperature.value),
