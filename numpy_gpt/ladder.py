@@ -158,7 +158,7 @@ def rung_forward(rung, params, config, idx, targets=None, dropout=0.0, rng=None)
     V = config.vocab_size
     if rung in ("block", "kid"):
         # gpt_forward returns its cache last, after the logits and the loss
-        logits, loss, *_, cache = gpt_forward(params, config, idx, targets, dropout=dropout, rng=rng)
+        logits, loss, cache = gpt_forward(params, config, idx, targets, dropout=dropout, rng=rng)
         return logits, loss, {"gpt": cache}
     cache = {}
     if rung == "uniform":

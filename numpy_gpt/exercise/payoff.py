@@ -82,7 +82,7 @@ class NumpyKid:
 
     def loss_and_grads(self, x, y, masks):
         _current.attention = self.attention
-        _, loss, _, cache = gpt_forward(self.params, self.config, x, y, masks=masks)
+        _, loss, cache = gpt_forward(self.params, self.config, x, y, masks=masks)
         return float(loss), gpt_backward(self.params, self.config, cache)
 
     def last_logits(self, ids):
