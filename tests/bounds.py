@@ -1,0 +1,173 @@
+"""Per-entry rounding bounds for comparing two float32 computations of the same training step.
+
+Shape key: B batch, T time, C channels, V vocab, N = B*T positions.
+
+A parameter's gradient is a sum over the N positions of the batch: for a linear layer y = x W^T + b,
+dW[o, i] = sum_n dy[n, o] x[n, i] and db[o] = sum_n dy[n, o]; for a LayerNorm, dweight[c] =
+sum_n dy[n, c] xhat[n, c] and dbias[c] = sum_n dy[n, c]; for the embeddings, dwte[v] = sum of dx[n]
+over the positions holding token v and dwpe[t] = sum_b dx[b, t]. Summing n terms in float32, in any
+order, errs by at most gamma_n sum_n |term| with gamma_n = n u / (1 - n u) and u = 2^-24 (Higham,
+Accuracy and Stability of Numerical Algorithms, 2nd ed., 4.2): the error of a sum that cancels is set
+by its terms' absolute values, not by its result. terms_abs() computes that sum of absolute values,
+entry by entry, in float64 on the same step.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import torch
+
+U32 = 2.0 ** -24       # float32's unit roundoff
+UBF16 = 2.0 ** -8      # bfloat16's
+# lambda of the probabilistic bound below: a sum of n terms, each rounding an independent zero-mean error
+# of at most u, errs by more than lambda sqrt(n) u sum|term| with probability at most
+# 2 n exp(-lambda^2 (1 - u)^2 / 2) (Higham and Mary, "A new approach to probabilistic rounding error
+# analysis", SIAM J. Sci. Comput. 41 (2019), Theorem 2.4). lambda = 8: at most 3e-11 per entry for
+# n = 2,500, 1e-6 over the 30,000 entries of a test's gradients. The worst-case bound, n u sum|term|,
+# holds for any rounding errors but grows with n rather than sqrt(n).
+LAMBDA = 8
+
+
+def gamma(n, u=U32):
+    """gamma_n = n u / (1 - n u): the worst-case bound on the relative error of n roundings (Higham, 3.1)."""
+    return n * u / (1 - n * u)
+
+
+def gamma_tilde(n, u=U32, lam=LAMBDA):
+    """The probabilistic bound of n roundings, exp(lambda sqrt(n) u + n u^2 / (1 - u)) - 1 (Higham and
+    Mary, Theorem 2.4): lambda sqrt(n) u, to first order."""
+    return math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
+
+
+def path_roundings(config, T=None):
+    """How many roundings one term of a parameter's gradient can pass through, at most: every sum and
+    elementwise operation from the input to the loss (the forward) and back (the backward, whose sums
+    have the forward's lengths, transposed), counted one rounding per term a sum adds.
+
+    Per block, forward: two LayerNorms (a mean and a variance over C, then 4 elementwise operations),
+    the products c_attn (C terms), q k^T (D), att v (T) and c_proj (C), the softmax (its sum over T and
+    3 elementwise), c_fc (C), GELU (8 elementwise) and the MLP's c_proj (4C), two residual additions.
+    After the blocks: ln_f, lm_head (C terms), the cross-entropy (a sum over V and 4 elementwise).
+    The backward doubles it."""
+    C, V, D, L = config.n_embd, config.vocab_size, config.n_embd // config.n_head, config.n_layer
+    T = T or config.block_size
+    layernorm = 2 * C + 4
+    block = 2 * layernorm + C + D + T + C + (T + 3) + C + 8 + 4 * C + 2
+    return 2 * (L * block + layernorm + C + V + 4)
+
+
+def gradient_error(terms, n_sum, config, T=None, u=U32):
+    """-> per entry, the bound on how far one float32 gradient lies from the exact one: the probabilistic
+    bound of the roundings along one term's path (path_roundings) and of its final sum of n_sum terms,
+    times the sum of the terms' absolute values (terms_abs). Two float32 computations of the same
+    gradient, in any summation order, differ by at most twice this."""
+    return gamma_tilde(n_sum + path_roundings(config, T), u) * terms
+
+
+def terms_abs(model, batches):
+    """-> {parameter name: sum over the step's positions of |term|}, the same shapes as the gradients.
+
+    Runs the step's forward and backward on a float64 copy of model, reads each layer's input and output
+    gradient through hooks, and sums the absolute values of the terms each gradient entry adds up
+    (see the module's docstring). batches: the step's [(x, y, masks)]; every micro-batch counts."""
+    from torch_gpt.model import GPT
+    m64 = GPT(model.config, dtype=torch.float64)
+    m64.load_numpy({k: v.astype(np.float64) for k, v in model.numpy_params().items()})
+    seen = {}                              # module name -> [(input (N, in), output gradient (N, out))]
+
+    def hook(name):
+        def forward_hook(module, inputs, output):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+            if isinstance(module, torch.nn.LayerNorm):                      # xhat, what the gain multiplies
+                x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
+            output.register_hook(lambda dy: seen.setdefault(name, []).append((x, dy.detach().reshape(x.shape[0], -1))))
+        return forward_hook
+
+    def embed_hook(block, inputs):                                          # the residual stream at block 0
+        x = inputs[0]
+        x.register_hook(lambda dx: seen.setdefault("embed", []).append(dx.detach()))
+
+    handles = [mod.register_forward_hook(hook(name)) for name, mod in m64.named_modules()
+               if isinstance(mod, (torch.nn.Linear, torch.nn.LayerNorm))]
+    handles.append(m64.h[0].register_forward_pre_hook(embed_hook))
+    ids = []
+    for x, y, masks in batches:
+        masks = None if masks is None else [mk.double() for mk in masks]
+        (m64(x, y, masks=masks)[1] / len(batches)).backward()
+        ids.append(x)
+    for h in handles:
+        h.remove()
+    out = {}
+    for name, mod in m64.named_modules():
+        if name not in seen:
+            continue
+        xs = torch.cat([x for x, _ in seen[name]])                          # (N, in)
+        dys = torch.cat([dy for _, dy in seen[name]])                       # (N, out)
+        if isinstance(mod, torch.nn.LayerNorm):
+            out[name + ".weight"] = (dys * xs).abs().sum(0)
+        else:
+            out[name + ".weight"] = dys.abs().T @ xs.abs()                  # (out, in)
+        if getattr(mod, "bias", None) is not None:
+            out[name + ".bias"] = dys.abs().sum(0)
+    dx = torch.cat([d for d in seen["embed"]]).abs()                        # (B, T, C)
+    idx = torch.cat(ids)                                                    # (B, T)
+    out["wpe.weight"] = torch.zeros_like(m64.wpe.weight).index_add_(0, torch.arange(dx.shape[1]), dx.sum(0))
+    out["wte.weight"] = torch.zeros_like(m64.wte.weight).index_add_(0, idx.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def adamw_first_step_error(grad, grad_err, params, lr, clip_norm, decayed, eps=1e-8, u=U32):
+    """-> {name: per-entry bound on |p1 - p1'|} for two first AdamW steps from the same parameters
+    params, with clipping to clip_norm, from two gradients that each lie within grad_err of the exact
+    one (grad is one of them).
+
+    AdamW's first step moves a parameter by -lr m/(sqrt(v) + eps) with m = g, v = g^2 after bias
+    correction: by -lr c g / (c|g| + eps) for the clipped gradient c g (c = clip_norm / ||g||, or 1), and
+    a decayed one also by -lr wd p. The update's derivative in g is lr c eps / (c|g| + eps)^2: at most
+    lr c / eps where g is near zero, lr eps / (c g^2) where |g| >> eps. So an entry whose gradient is
+    within rounding of zero may take any update in [-lr, lr], and an entry whose gradient stands clear
+    of its error is pinned to a fraction of its own error. Terms of the bound, each per entry:
+      1. the gradient's error, 2 grad_err, times the largest derivative over the gradients it allows
+         (those at least |g| - 2 grad_err from zero); never more than 2 lr, the most two updates differ;
+      2. the clipping factor's relative error ||2 grad_err|| / ||g|| times the update's sensitivity to
+         it, lr c|g| eps / (c|g| + eps)^2 <= lr / 4;
+      3. the step's own roundings: 8 at the parameter's scale (the decay factor, the decayed and the
+         updated parameter, in each step; see parity.compare.UPDATE_ROUNDINGS), 8 at the update's (the
+         moments, the bias corrections, the square root, the division) in each.
+    """
+    norm = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grad.values()))
+    c = min(1.0, clip_norm / (norm + 1e-6)) if clip_norm > 0 else 1.0
+    c_err = (math.sqrt(sum(float(((2 * e) ** 2).sum()) for e in grad_err.values())) / norm) if c < 1 else 0.0
+    out = {}
+    for name, g in grad.items():
+        g, e, p = np.abs(g.astype(np.float64)), 2 * grad_err[name], np.abs(params[name].astype(np.float64))
+        nearest = c * np.maximum(g - e, 0.0)                                # the gradient nearest zero it allows
+        term1 = np.minimum(lr * c * eps * e / (nearest + eps) ** 2, 2 * lr)
+        term2 = lr / 4 * c_err
+        out[name] = term1 + term2 + 8 * u * p + 8 * u * lr
+    return out
+
+
+def margins(diffs, bounds):
+    """-> {name: the largest |difference| / bound over its entries}: at most 1 where every entry is within
+    its bound. An entry whose bound is 0 (a gradient no term reaches) must be exactly equal."""
+    out = {}
+    for name, d in diffs.items():
+        d, b = np.abs(np.asarray(d, dtype=np.float64)), np.asarray(bounds[name], dtype=np.float64)
+        ratio = np.where(b > 0, d / np.where(b > 0, b, 1), np.where(d > 0, np.inf, 0.0))
+        out[name] = float(ratio.max()) if ratio.size else 0.0
+    return out
+
+
+def record_margin(test, margin, what=""):
+    """With TINY_LLM_MARGINS=FILE in the environment, append the test's worst margin (measured / bar) and
+    the kernel path it ran on (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) to FILE as a JSON line;
+    benchmarks/margins.py tabulates them. Without it, nothing."""
+    path = os.environ.get("TINY_LLM_MARGINS")
+    if not path:
+        return
+    line = json.dumps({"test": test, "what": what, "margin": float(margin),
+                       "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""), "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA", "")})
+    with open(path, "a") as f:            # one short line per write: concurrent writers do not interleave
+        f.write(line + "\n")
