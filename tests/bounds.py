@@ -6,10 +6,11 @@ A parameter's gradient is a sum over the N positions of the batch: for a linear 
 dW[o, i] = sum_n dy[n, o] x[n, i] and db[o] = sum_n dy[n, o]; for a LayerNorm, dweight[c] =
 sum_n dy[n, c] xhat[n, c] and dbias[c] = sum_n dy[n, c]; for the embeddings, dwte[v] = sum of dx[n]
 over the positions holding token v and dwpe[t] = sum_b dx[b, t]. Summing n terms in float32, in any
-order, errs by at most gamma_n sum_n |term| with gamma_n = n u / (1 - n u) and u = 2^-24 (Higham,
-Accuracy and Stability of Numerical Algorithms, 2nd ed., 4.2): the error of a sum that cancels is set
-by its terms' absolute values, not by its result. terms_abs() computes that sum of absolute values,
-entry by entry, in float64 on the same step.
+order, errs by at most n u sum|term| (u = 2^-24; Higham, Accuracy and Stability of Numerical
+Algorithms, 4.2), and by at most lambda sqrt(n) u sum|term| but with a vanishing probability
+(parity.compare.gamma_tilde): the error of a sum that cancels is set by its terms' absolute values,
+not by its result. terms_abs() computes that sum of absolute values, entry by entry, in float64 on the
+same step.
 """
 import json
 import math
@@ -18,50 +19,17 @@ import os
 import numpy as np
 import torch
 
+from parity.compare import gamma_tilde, path_roundings
+
 U32 = 2.0 ** -24       # float32's unit roundoff
 UBF16 = 2.0 ** -8      # bfloat16's
-# lambda of the probabilistic bound below: a sum of n terms, each rounding an independent zero-mean error
-# of at most u, errs by more than lambda sqrt(n) u sum|term| with probability at most
-# 2 n exp(-lambda^2 (1 - u)^2 / 2) (Higham and Mary, "A new approach to probabilistic rounding error
-# analysis", SIAM J. Sci. Comput. 41 (2019), Theorem 2.4). lambda = 8: at most 3e-11 per entry for
-# n = 2,500, 1e-6 over the 30,000 entries of a test's gradients. The worst-case bound, n u sum|term|,
-# holds for any rounding errors but grows with n rather than sqrt(n).
-LAMBDA = 8
-
-
-def gamma(n, u=U32):
-    """gamma_n = n u / (1 - n u): the worst-case bound on the relative error of n roundings (Higham, 3.1)."""
-    return n * u / (1 - n * u)
-
-
-def gamma_tilde(n, u=U32, lam=LAMBDA):
-    """The probabilistic bound of n roundings, exp(lambda sqrt(n) u + n u^2 / (1 - u)) - 1 (Higham and
-    Mary, Theorem 2.4): lambda sqrt(n) u, to first order."""
-    return math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
-
-
-def path_roundings(config, T=None):
-    """How many roundings one term of a parameter's gradient can pass through, at most: every sum and
-    elementwise operation from the input to the loss (the forward) and back (the backward, whose sums
-    have the forward's lengths, transposed), counted one rounding per term a sum adds.
-
-    Per block, forward: two LayerNorms (a mean and a variance over C, then 4 elementwise operations),
-    the products c_attn (C terms), q k^T (D), att v (T) and c_proj (C), the softmax (its sum over T and
-    3 elementwise), c_fc (C), GELU (8 elementwise) and the MLP's c_proj (4C), two residual additions.
-    After the blocks: ln_f, lm_head (C terms), the cross-entropy (a sum over V and 4 elementwise).
-    The backward doubles it."""
-    C, V, D, L = config.n_embd, config.vocab_size, config.n_embd // config.n_head, config.n_layer
-    T = T or config.block_size
-    layernorm = 2 * C + 4
-    block = 2 * layernorm + C + D + T + C + (T + 3) + C + 8 + 4 * C + 2
-    return 2 * (L * block + layernorm + C + V + 4)
 
 
 def gradient_error(terms, n_sum, config, T=None, u=U32):
     """-> per entry, the bound on how far one float32 gradient lies from the exact one: the probabilistic
-    bound of the roundings along one term's path (path_roundings) and of its final sum of n_sum terms,
-    times the sum of the terms' absolute values (terms_abs). Two float32 computations of the same
-    gradient, in any summation order, differ by at most twice this."""
+    bound (parity.compare.gamma_tilde) of the roundings along one term's path (path_roundings) and of its
+    final sum of n_sum terms, times the sum of the terms' absolute values (terms_abs). Two float32
+    computations of the same gradient, in any summation order, differ by at most twice this."""
     return gamma_tilde(n_sum + path_roundings(config, T), u) * terms
 
 
