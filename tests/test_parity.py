@@ -1,5 +1,7 @@
 """parity: numpy_gpt and torch_gpt agree on every activation, gradient and update, and a planted bug is
 caught and named."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -11,6 +13,7 @@ import torch_gpt.train
 from numpy_gpt import GPTConfig
 from parity.__main__ import main as parity_main
 
+from bounds import record_margin
 from conftest import ROOT
 from test_numpy_cli import SMALL, run
 
@@ -80,6 +83,7 @@ def test_float32_parity_property(case, seed):
     acts64, grads64 = pc.numpy_forward_backward({k: v.astype(np.float64) for k, v in params.items()}, config, x, y)
     own_error = pc.compare_dicts("", acts32, acts64, 1) + pc.compare_dicts("", grads, grads64, 1)
     assume(max(r.max_rel for r in own_error) <= pc.TOLERANCE["float32"] / 2)
+    record_margin("test_float32_parity_property", max(r.max_rel / r.tol for r in rows), "every tensor")
     bad = [(r.name, r.max_rel) for r in rows if not r.ok]
     assert not bad, bad
 
@@ -306,6 +310,8 @@ def test_cli_passes_on_the_kid(dtype, steps):
     result = run("-m", "parity", "--dtype", dtype, "--steps", steps)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "\nPASS: all" in result.stdout and "## the update of one AdamW step" in result.stdout
+    worst = re.search(r"at ([0-9.e+-]+) \(tolerance ([0-9.e+-]+)\)", result.stdout)
+    record_margin("test_cli_passes_on_the_kid", float(worst[1]) / float(worst[2]), f"{dtype}, the closest tensor")
     assert ("## trajectory: 50 steps, float64" in result.stdout) == (steps == "50")
     assert result.stdout.count("| ok |") > (250 if steps == "50" else 200)
 
