@@ -85,7 +85,7 @@ def terms_abs(model, batches):
     return {k: v.numpy() for k, v in out.items()}
 
 
-def adamw_first_step_error(grad, grad_err, params, lr, clip_norm, decayed, eps=1e-8, u=U32):
+def adamw_first_step_error(grad, grad_err, params, lr, clip_norm, eps=1e-8, u=U32):
     """-> {name: per-entry bound on |p1 - p1'|} for two first AdamW steps from the same parameters
     params, with clipping to clip_norm, from two gradients that each lie within grad_err of the exact
     one (grad is one of them).

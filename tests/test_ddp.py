@@ -59,7 +59,7 @@ def test_ddp_step_equals_one_big_batch_and_grad_accum(small_text, tmp_path):
     figures = {}
     for name, grads, params in (("batch 2b", big_grads, big_params), ("grad-accum 2", acc_grads, acc_params)):
         g_margin = margins({k: ddp_grads[k] - g for k, g in grads.items()}, {k: 2 * e for k, e in grad_err.items()})
-        p_bound = adamw_first_step_error(grads, grad_err, p0, lr, args.grad_clip, None)
+        p_bound = adamw_first_step_error(grads, grad_err, p0, lr, args.grad_clip)
         p_margin = margins({k: ddp_params[k] - p for k, p in params.items()}, p_bound)
         assert set(g_margin) == set(ddp_grads) and set(p_margin) == set(ddp_params)
         bad = [(f"grad {k}", m) for k, m in g_margin.items() if not m <= 1]
@@ -76,6 +76,11 @@ def test_ddp_step_equals_one_big_batch_and_grad_accum(small_text, tmp_path):
     # the bar resolves a real difference: the gradients 0.1% off (a rank's share weighed 0.999) fail it
     off = margins({k: ddp_grads[k] - 0.999 * g for k, g in big_grads.items()}, {k: 2 * e for k, e in grad_err.items()})
     assert max(off.values()) > 10, off
+    # and so does the step's: the parameters with weight decay left out (lr wd p, 3e-7 of a weight of 0.1)
+    p_bound = adamw_first_step_error(big_grads, grad_err, p0, lr, args.grad_clip)
+    undecayed = {k: p + (lr * args.weight_decay * p0[k] if p.ndim == 2 else 0) for k, p in big_params.items()}
+    off = margins({k: ddp_params[k] - p for k, p in undecayed.items()}, p_bound)
+    assert {k for k, m in off.items() if m > 1} == {k for k, p in p0.items() if p.ndim == 2}, off
     for name, (g, p) in figures.items():
         record_margin("test_ddp_step_equals_one_big_batch", g[1], f"gradients vs {name}")
         record_margin("test_ddp_step_equals_one_big_batch", p[1], f"updated parameters vs {name}")
