@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,21 +52,26 @@ def read_margins(margins_file):
     return worst
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+def parser():
+    p = argparse.ArgumentParser(prog="python -m benchmarks.margins", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--paths", default="default,aten=avx2,aten=default,onednn=AVX2",
-                   help=f"comma-separated kernel paths, of: {', '.join(PATHS)} (default: %(default)s)")
-    args = p.parse_args(argv)
+                   help=f"the kernel paths to run, comma-separated, of: {', '.join(PATHS)} (default: %(default)s)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     names = args.paths.split(",")
     unknown = [n for n in names if n not in PATHS]
     if unknown:
-        print(f"error: unknown kernel path {unknown[0]!r}; choose from {', '.join(PATHS)}", file=sys.stderr)
+        print(f"error: --paths: unknown kernel path {unknown[0]!r}; choose from {', '.join(PATHS)}", file=sys.stderr)
         return 1
-    table, status = {}, {}
+    table, status, start = {}, {}, time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(names):
-            print(f"[{i + 1}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+            eta = f", about {(time.monotonic() - start) / i * (len(names) - i) / 60:.0f} min left" if i else ""
+            print(f"[{i + 1}/{len(names)}] {name} ...{eta}", file=sys.stderr, flush=True)
             out = Path(tmp) / f"{i}.jsonl"
             out.touch()
             result = run_tests(PATHS[name], out)

@@ -54,3 +54,13 @@ def test_the_numerics_hold_on_another_kernel_path(path, tmp_path):
     assert result.returncode == 0, f"under {env_vars}: {summary}\n{result.stdout[-4000:]}"
     assert f"{EXPECTED_PASSED} passed" in summary and "skipped" not in summary, summary
     assert len(KERNEL_TESTS) == 7
+
+
+def test_margins_command_says_what_is_wrong():
+    """python -m benchmarks.margins: --help, and an unknown path refused in one line before anything runs."""
+    from test_numpy_cli import run
+    assert run("-m", "benchmarks.margins", "--help").returncode == 0
+    result = run("-m", "benchmarks.margins", "--paths", "default,aten=sse9")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == ("error: --paths: unknown kernel path 'aten=sse9'; choose from "
+                                     + ", ".join(PATHS))
