@@ -25,11 +25,11 @@ from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 from torch_gpt.model import GPT
 from torch_gpt import train as trainer      # its optimizer and step, called as the trainer calls them
 
-# The error model behind the float32 tolerance. A sum of n terms in which each addition and product
+# The error model behind the tolerances. A sum of n terms in which each addition and product
 # rounds with an independent zero-mean error of at most u (the unit roundoff) errs by more than
 # lambda sqrt(n) u sum|term| with probability at most 2 n exp(-lambda^2 (1 - u)^2 / 2) (Higham and Mary,
 # "A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 41, 2019, Theorem
-# 2.4). LAMBDA = 8 makes that 3e-11 for n = 15,000. The worst-case bound, n u sum|term| (Higham,
+# 2.4). LAMBDA = 8 makes that 4e-10 for n = 15,000. The worst-case bound, n u sum|term| (Higham,
 # Accuracy and Stability of Numerical Algorithms, 3.1), holds for any errors but grows with n.
 LAMBDA = 8
 

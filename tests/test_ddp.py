@@ -73,7 +73,7 @@ def test_ddp_step_equals_one_big_batch_and_grad_accum(small_text, tmp_path):
                        for k in grads)
         moved = max(np.abs(params[k] - p).max() for k, p in p0.items())
         assert moved > 1e-6, "the step must change the parameters"
-    # the bar resolves a real difference: the gradients 0.1% off (a rank's share weighed 0.999) fail it
+    # the bar resolves a real difference: gradients 0.1% off fail it
     off = margins({k: ddp_grads[k] - 0.999 * g for k, g in big_grads.items()}, {k: 2 * e for k, e in grad_err.items()})
     assert max(off.values()) > 10, off
     # and so does the step's: the parameters with weight decay left out (lr wd p, 3e-7 of a weight of 0.1)
