@@ -37,7 +37,8 @@ PATHS = {"default": {}, "aten=avx2": {"ATEN_CPU_CAPABILITY": "avx2"}, "aten=defa
 
 def run_tests(env_vars, margins_file, tests=KERNEL_TESTS):
     """pytest on tests under env_vars, recording margins into margins_file -> the CompletedProcess."""
-    env = {**os.environ, **env_vars, "TINY_LLM_MARGINS": str(margins_file), "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}     # not a test of the caller's run
+    env.update(env_vars, TINY_LLM_MARGINS=str(margins_file), PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider", *tests],
                           cwd=ROOT, env=env, capture_output=True, text=True)
 
