@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The numerics-sensitive tests, a few seconds each: DDP against one process, float32 parity, the
+# The numerics-sensitive tests, a few seconds each: DDP against one process, parity, the
 # sampling agreement and the KV cache, a step under bf16 autocast, a run resumed in the other backend.
 KERNEL_TESTS = [
     "tests/test_ddp.py::test_ddp_step_equals_one_big_batch_and_grad_accum",
     "tests/test_parity.py::test_float32_parity_property",
+    "tests/test_parity.py::test_float64_parity_property",
     "tests/test_parity.py::test_cli_passes_on_the_kid[float32-0]",
     "tests/test_sampling.py::test_how_rarely_the_backends_logits_flip_a_draw",
     "tests/test_sampling.py::test_kv_cache_equals_full_recompute_past_block_size",
