@@ -62,8 +62,9 @@ def path_roundings(config, T=None):
 # (path_roundings: 14,650) plus its gradients' final sums over the B T = 512 positions of parity's batch:
 # 15,162. Two backends differ by twice that, on the measure above where a tensor's largest entry is not
 # itself small by cancellation (sum|term| of the order of the entry). The configurations the tests draw
-# are smaller than the kid, with fewer roundings; tests/test_parity.py skips the float32 draws where the
-# premise fails (numpy_gpt's float32 misses its own float64 by more than one backend's bound), and
+# are smaller than the kid, with fewer roundings; tests/test_parity.py skips the draws where the premise
+# fails (test_parity.well_conditioned: numpy_gpt's float32 misses its own float64 by more than one
+# float32 computation of that config may), and
 # tests/test_ddp.py bounds gradients entry by entry on sum|term| itself. A real mistake (a missing term,
 # a wrong scale) shows up at 1e-3 or more.
 KID_ROUNDINGS = path_roundings(GPTConfig()) + 4 * GPTConfig().block_size
