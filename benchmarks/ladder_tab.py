@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_gpt.machinery.cli import ArgumentParser, check_at_least, run_cli
-from numpy_gpt.config import UserError
+from numpy_gpt.machinery.errors import UserError
 
 from .site import CHROMIUM_ARGS, serve
 
