@@ -14,6 +14,7 @@ import torch
 
 from numpy_gpt import gpt_forward
 from numpy_gpt.machinery.checkpoint import load_state, load_weights, save_state
+from parity.compare import TOLERANCE
 from torch_gpt.model import GPT
 
 from conftest import ROOT, corpus_path
@@ -87,7 +88,9 @@ def test_kid_pt_kid_npz_and_numpy_gpt_agree(small_text, tmp_path):
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(idx))[0].numpy()
     numpy_logits = gpt_forward(params, config, idx)[0]
-    np.testing.assert_allclose(numpy_logits, torch_logits, rtol=0, atol=2e-5)   # float32 rounding only
+    # two float32 computations of one forward: within parity's derived tolerance of the logits' scale
+    scale = np.abs(numpy_logits).max()
+    assert np.abs(numpy_logits - torch_logits).max() <= TOLERANCE["float32"] * scale
 
 
 def wait_for_log_step(out, proc, step, timeout=120):
