@@ -1,4 +1,4 @@
-"""python -m benchmarks.parts: the pieces of a training step that the README's performance notes cite.
+"""python -m benchmarks.parts: the pieces of a training step that docs/performance.md cites.
 
     attention    one layer's causal attention, forward and backward, at the kid's training shape, under
                  CPU bfloat16 autocast: torch's scaled_dot_product_attention (its CPU flash kernel)

@@ -420,7 +420,7 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
                      compare_updates("update ", params, p1, t_p1, tol)))
     notes = [f"one step: gradient norm {norm:.4g} before clipping to {DEFAULTS.grad_clip}, lr {first_lr:.3g} "
              f"(the first step of the default {DEFAULTS.steps}-step run)"]
-    # end to end, each backend with its own gradients: reported, not judged (README: "AdamW and zero gradients")
+    # end to end, each backend with its own gradients: reported, not judged (docs/parity.md: "AdamW and zero gradients")
     _, _, pe, t_pe, _ = train_both(params, config, [(x, y)], lambda step: first_lr, torch_dtype)
     worst = max(compare_dicts("", pe, t_pe, tol), key=lambda r: r.max_rel)
     notes.append(f"one step end to end (each backend's own gradients): worst {worst.name} at {worst.max_rel:.2e} "

@@ -66,7 +66,7 @@ def test_the_table_says_na_for_memory_it_could_not_measure(quick, tmp_path):
 def test_numpy_gpt_memory_is_its_own_childs_and_it_never_imports_torch():
     """The numpy_gpt row's peak memory is its child's own, however big the parent that starts it.
 
-    The figure this benchmark used to report, getrusage's ru_maxrss in the child, fails this test: a
+    getrusage's ru_maxrss in the child would fail this test, so the benchmark reads VmHWM instead: a
     child that subprocess starts carries its parent's peak across exec (measured here: under a parent
     holding 1 GiB, a bare python -c reported 1050 MiB by ru_maxrss and 11 MiB by VmHWM).
     """
@@ -100,7 +100,7 @@ def test_flop_formula():
     assert round(flops_per_step(GPTConfig(), 32, causal_only=True) / 1e9, 1) == 21.1
 
 
-def test_parts_runs_every_comparison_the_readme_cites():
+def test_parts_runs_every_comparison_the_docs_cite():
     """python -m benchmarks.parts --quick: a row for each routine of each part (speed is not asserted)."""
     result = run("-m", "benchmarks.parts", "--quick", "--repeats", "1")
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,7 @@
 
 CI has no GPU, so these skip there with one line. On a machine with one:
 
-    pytest -s -n 0 tests/test_cuda.py   # -s prints the measured differences that the README quotes (-n 0: one process, so -s shows them)
+    pytest -s -n 0 tests/test_cuda.py   # -s prints the measured differences that docs/gpu.md quotes (-n 0: one process, so -s shows them)
 
 The same model in float64 on the GPU and on the CPU; a step under bf16 autocast and compiled; the
 masks drawn on the GPU; the kid's steps repeating bit for bit; and the trainer itself on the GPU: a

@@ -139,11 +139,11 @@ def test_resume_needs_the_same_micro_batches_per_step(small_text, tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="counts gloo's threads by their names in /proc")
 @pytest.mark.parametrize("ends", ["done", "with an error"])
 def test_torchrun_trainer_destroys_its_process_group_before_python_shuts_down(small_text, tmp_path, ends):
-    """Rank 1 used to abort now and then ("terminate called without an active exception") after rank 0
-    had finished. destroy_process_group left the gloo group alive, and with it its threads, into
+    """Without care, rank 1 aborts now and then ("terminate called without an active exception") after
+    rank 0 has finished: destroy_process_group leaves the gloo group alive, and with it its threads, into
     interpreter shutdown: torch.distributed.nn, which DDP imports, holds the default group in its
     functions' default arguments when it is first imported after init_process_group; and an exception's
-    traceback holds the frame with the DDP wrapper, whose reducer holds the group. Now every rank ends
+    traceback holds the frame with the DDP wrapper, whose reducer holds the group. Every rank ends
     with none of gloo's threads left, whether the run is done or stops with an error (a NaN loss here)."""
     flags = ["--batch-size", "4", "--data", str(small_text), "--out", str(tmp_path / "o"), "--device", "cpu"]
     flags += (["--steps", "2", "--eval-interval", "2"] if ends == "done" else

@@ -32,8 +32,8 @@ class OneDNNLinear(torch.autograd.Function):
 
     Why: torch's CPU float32 matmul is MKL's sgemm, and MKL takes its AVX2 code path on AMD CPUs even
     where they have AVX-512. oneDNN (bundled with torch) picks its kernels by instruction set, not by
-    vendor. On this project's AMD EPYC machine its matmuls run about twice as fast, which cuts a
-    training step of the kid by about a quarter. (On Intel CPUs both take the AVX-512 path.)
+    vendor, so on an AMD CPU with AVX-512 it takes the faster path. (On Intel CPUs both take the AVX-512
+    path.) `python -m benchmarks.parts` times both on the machine it runs on (docs/performance.md).
 
     backward, from y = x W^T + b with x (N, in), W (out, in), dy (N, out):
         dx = dy W          (N, in):   oneDNN again, with W^T (in, out) as its weight
@@ -148,9 +148,9 @@ def causal_products(q, k, v):
     -> (B, H, T, D). The same function as F.scaled_dot_product_attention(q, k, v, is_causal=True).
 
     Why: on a CPU, scaled_dot_product_attention's bf16 flash kernel runs its small products on vector
-    code, and its backward took a third of a bf16 training step of the kid (61 ms of attention forward
-    and backward a layer, on this project's Xeon). As two products, autocast hands them to oneDNN's
-    bf16 kernels (AMX where the CPU has it): 17 ms. The scores are rounded to bfloat16, as every
+    code, and its backward is a large share of a bf16 training step of the kid. As two products,
+    autocast hands them to oneDNN's bf16 kernels (AMX where the CPU has it); `python -m benchmarks.parts`
+    times both on the machine it runs on (docs/performance.md). The scores are rounded to bfloat16, as every
     autocast product's output is; the softmax sums in float32.
     """
     B, H, T, D = q.shape

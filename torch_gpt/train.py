@@ -181,8 +181,7 @@ def repeatable_runs(device, compile):
     embedding backward, on a GPU or across a CPU's threads, in an order, and so with a rounding, that
     changes from run to run. Two runs of one command then part in the last bits, further with each
     step, and a resumed run is not the run that never stopped (tests/test_cuda.py). The mode picks
-    kernels that add in a fixed order, at a price: the kid's default run on an H100 took 107 s with it
-    and 52 without (README, "On a GPU"). An eager run on a CPU repeats already, and is left as it is."""
+    kernels that add in a fixed order, at a price in speed (docs/gpu.md). An eager run on a CPU repeats already, and is left as it is."""
     if device.type != "cuda" and not compile:
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")         # what the mode asks of cuBLAS
@@ -257,7 +256,7 @@ class GraphedStep:
     """One training step on one GPU, captured once as a CUDA graph and then replayed.
 
     The kid's step is a few hundred small kernels: on a GPU, Python and PyTorch take longer to launch
-    them than the GPU takes to run them (README, "On a GPU"). A graph launches the whole step, forward,
+    them than the GPU takes to run them (docs/gpu.md). A graph launches the whole step, forward,
     backward, clipping and AdamW, as one. What changes from step to step lives in tensors the graph
     reads: the batch and the dropout masks, copied into its input buffers before each step, and the
     learning rate, which AdamW (fused, so its step count is on the GPU too) reads from a tensor.

@@ -1,8 +1,8 @@
 """python -m numpy_gpt.report, and python -m torch_gpt.report, the same command: a training run's
 figures, as markdown, from its log.jsonl.
 
-Either trainer's run: both write the same log (numpy_gpt.machinery.loop). The README's training sections are
-this command's output for the default runs: the losses and the sample (from ROMEO:) at every
+Either trainer's run: both write the same log (numpy_gpt.machinery.loop). The default runs' pages,
+docs/training.md and docs/numpy-reference.md, give this command's output: the losses and the sample (from ROMEO:) at every
 evaluation, the final val loss and the wall time.
 """
 import argparse
