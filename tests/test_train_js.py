@@ -401,7 +401,7 @@ def test_the_page_without_the_text_says_how_to_build_it(browser, tmp_path, monke
 def test_ladder_table_reads_a_ladder_run(tmp_path):
     """The table the page shows, from a run's ladder.json: one row a finished rung, what each bought."""
     from peek.ladder_tab import ladder_table
-    from numpy_gpt.data import TINYSHAKESPEARE_SHA256
+    from numpy_gpt.machinery.corpus import TINYSHAKESPEARE_SHA256
     run = {"rungs": ["uniform", "bigram", "attention"], "data": {"sha256": TINYSHAKESPEARE_SHA256},
            "settings": {"steps": 2000, "batch_size": 32, "eval_batches": 20},
            "results": {"uniform": {"parameters": 0, "val_loss": 4.1744, "train_loss": 4.1744, "seconds": 0.2},
