@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from numpy_gpt.machinery.cli import ArgumentParser
+
 ROOT = Path(__file__).resolve().parent.parent
 # The numerics-sensitive tests, a few seconds each: DDP against one process, parity, the
 # sampling agreement and the KV cache, a step under bf16 autocast, a run resumed in the other backend.
@@ -55,8 +57,8 @@ def read_margins(margins_file):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.margins", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = ArgumentParser(prog="python -m benchmarks.margins", description=__doc__.splitlines()[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--paths", default="default,aten=avx2,aten=default,onednn=AVX2",
                    help=f"the kernel paths to run, comma-separated, of: {', '.join(PATHS)} (default: %(default)s)")
     return p

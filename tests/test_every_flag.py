@@ -313,6 +313,54 @@ TABLE = {
                           no_value=Case("no value", None)),
         "--parity": input_file("garbage.bin", content_says=("garbage.bin", "parity")),
         "--out": output_folder()})),
+    "numpy_gpt.exercise start": (["start", "attention", "--out", "afile/x.py"], "afile is a file", {
+        "--out": cases(a_folder=Case("a folder", "folder", says=("folder", "is a folder")),
+                       inside_a_file=Case("inside a file", "afile/y.py", says="afile"),
+                       unwritable=Case("unwritable", "readonly/x.py", says=("readonly", "ermission denied")),
+                       new=Case("new", "new.py", NOT_RUN), no_value=Case("no value", None)),
+        "--force": switch(),
+    }),
+    # --data is opened before the checks run; a file that is not UTF-8 is refused when the payoff reads it
+    "numpy_gpt.exercise check": (["check", "nowhere.py"], "nowhere.py not found", {
+        "--no-payoff": switch(),
+        "--steps": count(1),
+        "--small": switch(),
+        "--data": cases(missing=Case("missing", "nowhere.bin", says=("nowhere.bin", "not found")),
+                        a_folder=Case("a folder", "folder", says=("folder", "is a folder")),
+                        unreadable=Case("unreadable", "locked.bin", says=("locked.bin", "ermission denied")),
+                        no_value=Case("no value", None)),
+    }),
+    # the sizes are checked against memory once the text is read, after the tripwire
+    "numpy_gpt.ladder": (["--data", "nowhere.txt", "--out", "new-ladder"], "data file not found", {
+        "--rungs": cases(unknown=Case("unknown", "bogus", says=("'bogus'", "rungs are")),
+                         empty=Case("empty", "", says="rung list"),
+                         some=Case("some", "uniform,bigram", VALID), no_value=Case("no value", None)),
+        "--steps": {**count(1, huge=ERROR), "largest": Case("largest", "100000", VALID),
+                    "too large": Case("too large", "100001")},
+        "--eval-interval": count(1),
+        "--eval-batches": count(1),
+        "--batch-size": count(1),
+        "--seed": seed(),
+        "--data": input_file("garbage.bin", content_says=("garbage.bin", "not UTF-8"),
+                             too_short=Case("too short", "short.txt", says=("split has",))),
+        "--out": cases(a_file=Case("a file", "afile", says=("afile", "is a file")),
+                       new=Case("new", "new-folder", VALID), no_value=Case("no value", None)),
+        "--resume": switch(ERROR, says=("--resume", "holds no ladder")),
+    }),
+    "benchmarks.margins": ([], None, {
+        "--paths": cases(unknown=Case("unknown", "bogus", says=("--paths", "'bogus'")),
+                         empty=Case("empty", "", says=("--paths", "unknown kernel path")),
+                         one_unknown=Case("one unknown", "default,avx3", says=("--paths", "'avx3'")),
+                         valid=Case("valid", "default", NOT_RUN), no_value=Case("no value", None)),
+    }),
+    # --corpus is only checked to be a file; what is in it is read by the run itself
+    "benchmarks.ladder_tab": (["--corpus", "nowhere.txt"], "tinyshakespeare not found", {
+        "--corpus": cases(missing=Case("missing", "nowhere.bin", says="tinyshakespeare not found"),
+                          a_folder=Case("a folder", "folder", says="tinyshakespeare not found"),
+                          no_value=Case("no value", None)),
+        "--seconds": count(1),
+        "--longer": count(1),
+    }),
     "peek serve": (["serve", "--dir", "nowhere"], "no site at", {
         "--dir": cases(missing=Case("missing", "nowhere", says="nowhere"),
                        a_file=Case("a file", "afile", says="afile"),
@@ -552,7 +600,8 @@ def command_parser(command):
     """The argparse parser a command's main() uses."""
     import importlib
     module, *sub = command.split()
-    package_main = {"parity": "parity.__main__", "benchmarks": "benchmarks.__main__", "peek": "peek.__main__"}
+    package_main = {"parity": "parity.__main__", "benchmarks": "benchmarks.__main__", "peek": "peek.__main__",
+                    "numpy_gpt.exercise": "numpy_gpt.exercise.__main__", "numpy_gpt.ladder": "numpy_gpt.ladder_run"}
     p = importlib.import_module(package_main.get(module, module)).parser()
     if sub:
         subparsers = next(a for a in p._actions if a.choices and isinstance(a.choices, dict))
