@@ -19,7 +19,7 @@ import numpy as np
 from . import ladder
 # The pieces this command shares with numpy_gpt's trainer, imported in this one place.
 from .machinery.checkpoint import atomic_write, read_npz
-from .machinery.cli import (ArgumentParser, HelpFormatter, check_at_least, check_output, check_seed, keep_freed_memory,
+from .machinery.cli import (ArgumentParser, HelpFormatter, check_at_least, check_memory, check_output, check_seed, keep_freed_memory,
                   run_cli)
 from .machinery.errors import UserError
 from .data import SAMPLE, CharTokenizer, eval_batches, split_train_val, stream
@@ -99,7 +99,7 @@ def check_args(args):
         for k in SETTINGS:
             if getattr(args, k) is None:
                 setattr(args, k, DEFAULTS[k])
-        return args
+        return check_sizes(args)
     if not run_file.exists():
         raise UserError(f"--resume, but {out} holds no ladder ({run_file} is missing); drop --resume to start one")
     run = read_run(run_file)
@@ -116,6 +116,14 @@ def check_args(args):
         elif getattr(args, k) != run["settings"][k]:
             raise UserError(f"{out} was run with --{k.replace('_', '-')} {run['settings'][k]}, not {getattr(args, k)}; "
                             f"leave it out to resume, or pass --out DIR to start another ladder")
+    return check_sizes(args)
+
+
+def check_sizes(args):
+    """Refuse a --batch-size or --eval-batches whose batches and largest rung (the kid) cannot fit in memory."""
+    kid = ladder.rung_config("kid")
+    check_memory(kid.n_layer, kid.n_embd, kid.block_size, args.batch_size, 2 * args.eval_batches + 1, 4,
+                 "lower --batch-size or --eval-batches")
     return args
 
 

@@ -330,7 +330,6 @@ TABLE = {
                         unreadable=Case("unreadable", "locked.bin", says=("locked.bin", "ermission denied")),
                         no_value=Case("no value", None)),
     }),
-    # the sizes are checked against memory once the text is read, after the tripwire
     "numpy_gpt.ladder": (["--data", "nowhere.txt", "--out", "new-ladder"], "data file not found", {
         "--rungs": cases(unknown=Case("unknown", "bogus", says=("'bogus'", "rungs are")),
                          empty=Case("empty", "", says="rung list"),
@@ -338,8 +337,8 @@ TABLE = {
         "--steps": {**count(1, huge=ERROR), "largest": Case("largest", "100000", VALID),
                     "too large": Case("too large", "100001")},
         "--eval-interval": count(1),
-        "--eval-batches": count(1),
-        "--batch-size": count(1),
+        "--eval-batches": count(1, huge=ERROR, huge_says=MEMORY),
+        "--batch-size": count(1, huge=ERROR, huge_says=MEMORY),
         "--seed": seed(),
         "--data": input_file("garbage.bin", content_says=("garbage.bin", "not UTF-8"),
                              too_short=Case("too short", "short.txt", says=("split has",))),
