@@ -237,8 +237,8 @@ function draw_chart(run) {
 // the ladder's table from `python -m numpy_gpt.ladder`, as ladder.json carries it: {caption, rows}
 function draw_table(table) {
   if (!table || !Array.isArray(table.rows) || !table.rows.length) {
-    $("table").replaceChildren(el("p", { class: "note", text: "This site was built without a ladder run: " +
-      "python -m numpy_gpt.ladder makes one, and python -m peek build then shows its table here." }));
+    $("table").replaceChildren(el("p", { class: "note", text: "The table of all seven rungs is not part of this copy of the site: it is on the project's " +
+      "docs/ladder.md page, and python -m numpy_gpt.ladder trains them again." }));
     return;
   }
   const keys = Object.keys(table.rows[0]);

@@ -579,7 +579,7 @@ async function letters(d) {
       const kept = dist.filter((r) => r.p > 0).length;
       bars($("letters-bars"), dist.slice(0, 20).map((r) => r.p > 0 ? [show_char(kid.chars[r.id]), r.p]
                                                           : [show_char(kid.chars[r.id]), r.before, "cut"]));
-      $("letters-status").textContent = `The 20 likeliest next characters after ${quoted(prompt.value.slice(-20))}. ` +
+      $("letters-status").textContent = `The 20 likeliest next characters after ${quoted((prompt.value.length > 20 ? "…" : "") + prompt.value.slice(-20))}. ` +
         `${kept} of ${V} can be drawn, their probabilities rescaled to add up to 1. Grey ones are cut: their bars ` +
         "show the probability they had before the cut.";
     } catch (e) {
