@@ -101,7 +101,7 @@ function shade(v) {
   return `rgb(${shade_rgb(v).join(",")})`;
 }
 
-// a colour for v in [-1, 1]: red, white, blue
+// a colour for v in [-1, 1]: orange, white, blue
 function diverging(v) {
   const t = Math.max(-1, Math.min(1, v));
   return t >= 0 ? `rgb(${Math.round(255 - 200 * t)},${Math.round(255 - 140 * t)},255)`
@@ -341,7 +341,7 @@ function embeddings(d) {
       el("h2", { text: `${show_char(chars[i])} (id ${i})` }),
       el("p", { text: "Nearest in all its numbers, by cosine similarity: " + d.embedding.neighbours[i]
         .map(([j, cos]) => `${show_char(chars[j])} ${fmt(cos, 2)}`).join(", ") }),
-      el("p", { text: `Its ${C} numbers (red negative, blue positive):` }), strip,
+      el("p", { text: `Its ${C} numbers (orange negative, blue positive):` }), strip,
       el("div", { class: "values" }, ...Array.from(row, (v) => el("span", { text: v.toFixed(3) }))));
   }
   detail(current);
@@ -467,7 +467,7 @@ function numbers_row(name, tensor, T) {
     el("div", { class: "numbers", style: `grid-template-columns: repeat(${Math.min(n, 64)}, 1fr)` },
        ...row.map((v) => el("span", { style: `background:${diverging(v / big)}`, title: v.toFixed(4) }))),
     el("p", { class: "note", text: `mean ${fmt(mean)}, spread ${fmt(spread)}, smallest ${fmt(Math.min(...row))}, ` +
-                                   `largest ${fmt(Math.max(...row))} (red negative, blue positive, scaled to the largest size)` }));
+                                   `largest ${fmt(Math.max(...row))} (orange negative, blue positive, scaled to the largest size)` }));
 }
 
 // 6. the block: the diagram, each part's code and its numbers for the prompt
