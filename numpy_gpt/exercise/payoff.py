@@ -209,7 +209,7 @@ def train_side_by_side(yours, reference, pool, calls, config, settings, train_id
             raise CheckFailed(describe_exception(e, path, f"your attention, in the kid at step {step + 1},")) from None
         if calls and calls[0] != config.n_layer:       # a step is one forward of every layer
             raise RuntimeError(f"the kid ran your attention_forward {calls[0]} times in a step, not {config.n_layer}: "
-                               f"numpy_gpt.model no longer calls attention through the names plugged_in() replaces; "
+                               f"numpy_gpt.model does not call attention through the names plugged_in() replaces; "
                                f"update numpy_gpt/exercise/payoff.py")
         losses.append(pair)
         done = step + 1
