@@ -28,6 +28,7 @@ from numpy_gpt.machinery.checkpoint import atomic_write
 from numpy_gpt.machinery.errors import UserError, open_input
 
 from .export import load_export, staged, write_export_files
+from .habits import DISTANCE_HABITS, describe
 from .ladder_tab import write_ladder
 
 WEB = Path(__file__).parent / "web"
@@ -222,21 +223,13 @@ def habit_rows(d):
         habits = habits.get("heads")
     if not habits:
         return None
-    rows = [dict(h, text=describe_habit(h)) for layer in habits for h in layer]
+    rows = [dict(h, text=describe(h)) for layer in habits for h in layer]
     return sorted(rows, key=lambda h: (h["layer"], h["head"]))
-
-
-def describe_habit(h):
-    """A head's clearest habit in words (as peek.habits.describe): "looks at the previous character, 83%
-    of its weight"; a head with none ("spread") is described by how far back it looks."""
-    if h.get("habit") == "spread":
-        return f"{h['label']}, {h['mean_distance']:.1f} characters back on average"
-    return f"{h['label']}, {100 * h['figure']:.0f}% of its weight"
 
 
 def clearest_head(rows):
     """The head whose clearest habit takes the largest share of its weight, or None."""
-    clear = [h for h in rows or [] if h.get("habit") != "spread"]
+    clear = [h for h in rows or [] if h.get("habit") not in DISTANCE_HABITS]
     return max(clear, key=lambda h: h["figure"]) if clear else None
 
 

@@ -26,7 +26,9 @@ So a share alone does not say whether a head prefers a habit. The clearest habit
 share most exceeds the share that even attention over the same visible positions would give it
 (its `chance`, averaged over the same queries): the weight the head puts there beyond what spreading
 would. When no habit exceeds its chance by at least CLEAR (a fifth of the head's weight), the head
-has no clear habit, and its label says how far back it looks on average instead.
+has no clear habit, and its label says how far back it looks on average instead: "near" when that is
+at most NEAR of how far even attention would look (t / 2 at query t, averaged like mean_distance),
+else "spread".
 """
 import numpy as np
 
@@ -38,9 +40,12 @@ LABELS = {"previous": "looks at the previous character",
           "first": "looks at the first character",
           "same_char": "looks at earlier copies of the same character",
           "last_space": "looks at the last space or newline",
+          "near": "looks at the last few characters",
           "spread": "spreads its attention"}
+DISTANCE_HABITS = ("near", "spread")       # no clear habit: the figure is the mean distance back
 SPACES = (" ", "\n")
 CLEAR = 0.2        # a habit is clear when at least this share of the weight goes there beyond chance
+NEAR = 0.25        # "near": at most a quarter of even attention's mean distance back
 WINDOWS = 16       # sequences of held-out text that habits_for_kid measures on
 
 
@@ -77,10 +82,11 @@ def head_habits(att, ids, chars):
         previous, self, first, same_char, last_space
                           its share of the weight on each habit (module docstring)
         chance            {habit: the share even attention over the visible positions would give}
-        habit             the clearest habit's name, or "spread" when no habit is clear
+        chance_distance   how far back even attention would look, on average
+        habit             the clearest habit's name, or "near" or "spread" when no habit is clear
         label             that habit in plain words, e.g. "looks at the previous character"
         figure            the clearest habit's share (0.83 is 83% of the head's weight), or, for
-                          "spread", mean_distance in characters
+                          "near" and "spread", mean_distance in characters
     Every number is a plain float, rounded to 4 decimals.
     """
     att, ids = np.asarray(att, dtype=np.float64), np.asarray(ids)
@@ -94,6 +100,7 @@ def head_habits(att, ids, chars):
     distance = np.maximum(queries[:, None] - queries[None, :], 0)    # (T, T) t - s, 0 above the diagonal
     after_first = queries >= 1                                       # (T,)
     mean_distance = (att * distance).sum(axis=-1)[..., after_first].mean(axis=(0, 3))    # (L, H)
+    chance_distance = float((queries / 2)[after_first].mean())      # even attention looks t / 2 back
     shares, chance = {}, {}
     for habit, (marks, counted) in habit_masks(ids, chars).items():
         per_query = np.einsum("nlhts,nts->lhnt", att, marks)        # (L, H, N, T) weight on the habit
@@ -108,6 +115,7 @@ def head_habits(att, ids, chars):
             head = {"layer": l, "head": h, "mean_distance": round(float(mean_distance[l, h]), 4)}
             head.update({habit: round(float(shares[habit][l, h]), 4) for habit in HABITS})
             head["chance"] = {habit: round(chance[habit], 4) for habit in HABITS}
+            head["chance_distance"] = round(chance_distance, 4)
             head.update(clearest(head))
             row.append(head)
         result.append(row)
@@ -116,17 +124,19 @@ def head_habits(att, ids, chars):
 
 def clearest(head):
     """A head's habits -> {"habit", "label", "figure"}: the habit whose share most exceeds its chance,
-    when that excess is at least CLEAR; else "spread", with the mean distance as the figure."""
+    when that excess is at least CLEAR; else "near" or "spread", with the mean distance as the figure."""
     excess = {habit: head[habit] - head["chance"][habit] for habit in HABITS}
     best = max(HABITS, key=lambda habit: excess[habit])             # ties go to the first in HABITS
     if excess[best] < CLEAR:
-        return {"habit": "spread", "label": LABELS["spread"], "figure": head["mean_distance"]}
+        near = "chance_distance" in head and head["mean_distance"] <= NEAR * head["chance_distance"]
+        habit = "near" if near else "spread"
+        return {"habit": habit, "label": LABELS[habit], "figure": head["mean_distance"]}
     return {"habit": best, "label": LABELS[best], "figure": head[best]}
 
 
 def describe(head):
     """One head's clearest habit as a sentence: "looks at the previous character, 83% of its weight"."""
-    if head["habit"] == "spread":
+    if head["habit"] in DISTANCE_HABITS:
         return f"{head['label']}, {head['figure']:.1f} characters back on average"
     return f"{head['label']}, {100 * head['figure']:.0f}% of its weight"
 

@@ -5,7 +5,7 @@ Every number comes from peek.analysis (numpy_gpt, float64); this module only lay
 import numpy as np
 
 from .analysis import show_char
-from .habits import CLEAR
+from .habits import CLEAR, NEAR
 
 BAR = "▁▂▃▄▅▆▇█"
 
@@ -124,7 +124,7 @@ def head_habits(habits):
     rows = []
     for row in habits:
         for h in row:
-            figure = "" if h["habit"] == "spread" else f"{100 * h['figure']:.0f}%"     # spread: see distance
+            figure = "" if h["habit"] in ("near", "spread") else f"{100 * h['figure']:.0f}%"     # spread: see distance
             rows.append((f"L{h['layer']} H{h['head']}", h["label"], figure, f"{h['mean_distance']:.1f}",
                          *(f"{100 * h[k]:.0f}%" for k in ("previous", "self", "first", "same_char", "last_space"))))
     chance = habits[0][0]["chance"]
@@ -137,7 +137,8 @@ def head_habits(habits):
         "  The share of each head's weight on each habit; distance is how far back it looks, in characters.",
         f"  Even attention would give {even}.",
         "  The clearest habit is the one furthest above that; figure is its share. A head with no habit",
-        f"  {100 * CLEAR:.0f} points above it spreads its attention."])
+        f"  {100 * CLEAR:.0f} points above it looks at the last few characters, when it looks at most",
+        f"  {100 * NEAR:.0f}% as far back as even attention would, and otherwise spreads its attention."])
 
 
 def training(log):

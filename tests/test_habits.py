@@ -39,6 +39,9 @@ def pattern(kind, text=TEXT):
             att[t, 0] = 1
         elif kind == "uniform":
             att[t, :t + 1] = 1 / (t + 1)
+        elif kind.startswith("window"):                 # evenly over the last w positions, itself included
+            w = int(kind[len("window"):])
+            att[t, max(0, t - w + 1):t + 1] = 1 / min(w, t + 1)
         elif kind == "same_char":                       # evenly over earlier copies, else itself
             copies = [s for s in range(t) if text[s] == text[t]]
             att[t, copies or [t]] = 1 / max(len(copies), 1)
@@ -88,6 +91,18 @@ def test_uniform_attention_has_no_clear_habit():
     assert habits.describe(head) == f"spreads its attention, {head['figure']:.1f} characters back on average"
     # the chance of the previous character is the mean of 1 / (t + 1) over the queries
     assert head["chance"]["previous"] == round(sum(1 / (t + 1) for t in range(1, T)) / (T - 1), 4)
+
+
+@pytest.mark.parametrize("w, habit", [(6, "near"), (20, "spread")])
+def test_a_head_without_a_habit_is_near_or_spread_by_how_far_back_it_looks(w, habit):
+    """Even attention over the last w characters favours no habit by CLEAR, so its label is its distance:
+    "near" when its mean distance is at most NEAR of even attention's (t / 2 averaged over the queries),
+    else "spread". Over the last 6 it looks about 2.4 back, against even attention's 13.8."""
+    head = one_head(f"window{w}")
+    assert head["chance_distance"] == round(sum(t / 2 for t in range(1, T)) / (T - 1), 4)
+    assert (head["mean_distance"] <= habits.NEAR * head["chance_distance"]) == (habit == "near")
+    assert head["habit"] == habit and head["figure"] == head["mean_distance"]
+    assert habits.describe(head) == f"{habits.LABELS[habit]}, {head['figure']:.1f} characters back on average"
 
 
 @pytest.mark.parametrize("weight, clear", [(CLEAR - 0.05, False), (CLEAR + 0.05, True)])

@@ -218,7 +218,7 @@ function table(headers, rows) {
 // a head's clearest habit in words (peek.habits.describe)
 function describe_habit(h) {
   if (!h) return "";
-  if (h.habit === "spread") return `${h.label}, ${h.mean_distance.toFixed(1)} characters back on average`;
+  if (h.habit === "spread" || h.habit === "near") return `${h.label}, ${h.mean_distance.toFixed(1)} characters back on average`;
   return `${h.label}, ${pct(h.figure)} of its weight`;
 }
 
@@ -226,6 +226,7 @@ function describe_habit(h) {
 function short_habit(h) {
   if (!h) return "";
   if (h.habit === "spread") return `spread out, ${h.mean_distance.toFixed(1)} back`;
+  if (h.habit === "near") return `the last few, ${h.mean_distance.toFixed(1)} back`;
   return `${h.label.replace(/^looks at (the )?/, "")}, ${pct(h.figure)}`;
 }
 
