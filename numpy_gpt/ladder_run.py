@@ -24,7 +24,7 @@ from .machinery.cli import (ArgumentParser, HelpFormatter, check_at_least, check
 from .machinery.errors import UserError
 from .data import SAMPLE, CharTokenizer, eval_batches, split_train_val, stream
 from .machinery.corpus import default_prompt, load_text, sha256_of
-from .machinery.loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest, _clock
+from .machinery.loop import SAMPLE_CHARS, SAMPLE_TEMPERATURE, Progress, StopRequest, _clock, pyplot
 from .optim import adamw_init, lr_at
 from .sampling import generate
 
@@ -364,14 +364,8 @@ def _minutes(seconds):
 def plot(run, path):
     """ladder.png: left, every rung's val loss against step (uniform a flat line); right, each rung's final
     val loss as a bar. Needs matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        if not plot.warned:
-            print("matplotlib is not installed, so no ladder.png (pip install matplotlib to get one)")
-            plot.warned = True
+    plt = pyplot("ladder.png")
+    if plt is None:
         return
     rows = [run["results"][r] for r in run["rungs"] if r in run["results"]]
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]})
@@ -399,9 +393,6 @@ def plot(run, path):
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-
-
-plot.warned = False
 
 
 if __name__ == "__main__":

@@ -273,16 +273,28 @@ def write_log(path, entries):
     atomic_write(path, lambda f: f.write("".join(json.dumps(e) + "\n" for e in entries).encode()))
 
 
-def plot_losses(entries, path, say=print):
-    """loss.png: train and val loss against step. Needs matplotlib (pip install 'tiny-llm[plot]')."""
+def pyplot(picture, say=print):
+    """matplotlib.pyplot, drawing to files, or None where matplotlib is not installed: then one line says
+    which picture is left out, once per process."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        return plt
     except ImportError:
-        if not plot_losses.warned:
-            say("matplotlib is not installed, so no loss.png (pip install matplotlib to get one)")
-            plot_losses.warned = True
+        if picture not in pyplot.warned:
+            say(f"matplotlib is not installed, so no {picture} (pip install matplotlib to get one)")
+            pyplot.warned.add(picture)
+        return None
+
+
+pyplot.warned = set()
+
+
+def plot_losses(entries, path, say=print):
+    """loss.png: train and val loss against step. Needs matplotlib (pip install 'tiny-llm[plot]')."""
+    plt = pyplot("loss.png", say)
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps = [e["step"] for e in entries]
@@ -295,9 +307,6 @@ def plot_losses(entries, path, say=print):
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-
-
-plot_losses.warned = False
 
 
 class Progress:
