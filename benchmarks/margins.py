@@ -27,6 +27,7 @@ KERNEL_TESTS = [
     "tests/test_parity.py::test_float32_parity_property",
     "tests/test_parity.py::test_float64_parity_property",
     "tests/test_parity.py::test_cli_passes_on_the_kid[float32-0]",
+    "tests/test_parity.py::test_trajectory_50_steps_float64",
     "tests/test_sampling.py::test_how_rarely_the_backends_logits_flip_a_draw",
     "tests/test_sampling.py::test_kv_cache_equals_full_recompute_past_block_size",
     "tests/test_device_paths.py::test_a_step_under_bf16_autocast",

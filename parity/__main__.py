@@ -41,7 +41,7 @@ def main(argv=None):
     source = args.checkpoint or f"a GPT-2 init of the kid, seed {args.seed}"
     print(format_report(report, args.dtype, f"# parity: numpy_gpt vs torch_gpt, {args.dtype}, weights from {source}"))
     rows = report.rows()
-    worst = max(rows, key=lambda r: r.max_rel / r.tol)
+    worst = max(rows, key=lambda r: r.margin)
     if args.json:
         write_summary(args.json, report, args.dtype, source)
     failed = [r.name for r in rows if not r.ok]
@@ -50,7 +50,7 @@ def main(argv=None):
               f"{' ...' if len(failed) > 10 else ''}")
         return 1
     print(f"\nPASS: all {len(rows)} tensors agree; the closest to its tolerance is {worst.name} at "
-          f"{worst.max_rel:.2e} (tolerance {worst.tol:.0e}); {time.perf_counter() - start:.1f} s")
+          f"{worst.max_rel:.2e} (tolerance {worst.tol:.1e}); {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -60,7 +60,7 @@ def write_summary(path, report, dtype, source):
     from numpy_gpt.machinery.checkpoint import atomic_write
     sections = []
     for title, rows in report.sections:
-        w = max(rows, key=lambda r: r.max_rel / r.tol)
+        w = max(rows, key=lambda r: r.margin)
         sections.append({"section": title, "tensors": len(rows), "worst": w.name, "max_rel": float(w.max_rel),
                          "tol": float(w.tol), "ok": all(r.ok for r in rows)})
     summary = {"dtype": dtype, "weights": source, "ok": report.ok, "sections": sections}

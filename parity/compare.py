@@ -25,69 +25,12 @@ from numpy_gpt.data import dropout_seed
 from numpy_gpt.model import dropout_masks
 from numpy_gpt.machinery.cli import check_training_args
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
+from numpy_gpt.machinery.rounding import (FLOOR, KID_ROUNDINGS, LAMBDA, SHADOW_SEED, TOLERANCE,  # noqa: F401
+                                         UPDATE_ROUNDINGS, Shadow, gamma_tilde, loss_tolerance, path_roundings,
+                                         run_tolerance)
 from torch_gpt.model import GPT
 from torch_gpt import train as trainer      # its optimizer and step, called as the trainer calls them
 
-# The error model behind the tolerances. A sum of n terms in which each addition and product
-# rounds with an independent zero-mean error of at most u (the unit roundoff) errs by more than
-# lambda sqrt(n) u sum|term| with probability at most 2 n exp(-lambda^2 (1 - u)^2 / 2) (Higham and Mary,
-# "A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 41, 2019, Theorem
-# 2.4). LAMBDA = 8 makes that 4e-10 for n = 15,000. The worst-case bound, n u sum|term| (Higham,
-# Accuracy and Stability of Numerical Algorithms, 3.1), holds for any errors but grows with n.
-LAMBDA = 8
-
-
-def gamma_tilde(n, u, lam=LAMBDA):
-    """The probabilistic bound on the relative error of n roundings: exp(lambda sqrt(n) u + n u^2 / (1 - u))
-    - 1, which is lambda sqrt(n) u to first order (Higham and Mary, Theorem 2.4)."""
-    return math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
-
-
-def path_roundings(config, T=None):
-    """How many roundings one entry of an activation or gradient can pass through, at most: every sum and
-    elementwise operation from the input to the loss (the forward) and back (the backward, whose sums
-    have the forward's lengths, transposed), one rounding per term a sum adds.
-
-    Per block, forward: two LayerNorms (a mean and a variance over C, then 4 elementwise operations),
-    the products c_attn (C terms), q k^T (D), att v (T) and c_proj (C), the softmax (its sum over T and
-    3 elementwise), c_fc (C), GELU (8 elementwise) and the MLP's c_proj (4C), two residual additions.
-    After the blocks: ln_f, lm_head (C terms), the cross-entropy (a sum over V and 4 elementwise).
-    The backward doubles it. The kid: 14,650."""
-    C, V, D, L = config.n_embd, config.vocab_size, config.n_embd // config.n_head, config.n_layer
-    T = T or config.block_size
-    layernorm = 2 * C + 4
-    block = 2 * layernorm + C + D + T + C + (T + 3) + C + 8 + 4 * C + 2
-    return 2 * (L * block + layernorm + C + V + 4)
-
-
-# Tolerances on the measure above, derived from that model. Each backend's entry lies within
-# gamma_tilde(n, u) sum|term| of the exact value, n being the roundings of the kid's longest path
-# (path_roundings: 14,650) plus its gradients' final sums over the B T = 512 positions of parity's batch:
-# 15,162. Two backends differ by twice that, on the measure above where a tensor's largest entry is not
-# itself small by cancellation (sum|term| of the order of the entry). The configurations the tests draw
-# are smaller than the kid, with fewer roundings; tests/test_parity.py skips the draws where the premise
-# fails (test_parity.well_conditioned: numpy_gpt's float32 misses its own float64 by more than one
-# float32 computation of that config may), and
-# tests/test_ddp.py bounds gradients entry by entry on sum|term| itself. A real mistake (a missing term,
-# a wrong scale) shows up at 1e-3 or more.
-KID_ROUNDINGS = path_roundings(GPTConfig()) + 4 * GPTConfig().block_size
-TOLERANCE = {
-    "float64": 2 * gamma_tilde(KID_ROUNDINGS, 2.0 ** -53),      # u = 2^-53: 2.2e-13
-    "float32": 2 * gamma_tilde(KID_ROUNDINGS, 2.0 ** -24),      # u = 2^-24: 1.2e-4
-}
-# The trajectory: 50 steps of AdamW, float64. Each update divides by sqrt(v), which amplifies
-# tiny differences where gradients are small; we measure 2.5e-12 (from the init) to 7e-12 (from the
-# trained kid) after 50 steps, in the key bias, whose true gradient is zero. 1e-10 is the bar.
-TRAJECTORY_TOLERANCE = 1e-10
-# One AdamW step compares the updates p1 - p0 on the update's own scale (see compare_updates). Each
-# backend rounds at the parameter's scale up to three times (the decay factor 1 - lr*wd, the decayed
-# parameter, the updated one), each within u|p| for u the unit roundoff, so two correct steps can differ
-# by 6u max|p| in the update, whatever its size. The allowance is 8u max|p|: in float32, at the first
-# step's lr of 3e-5, that is 1.6e-2 of the update for a LayerNorm gain of 1 and 1.6e-3 for a weight of
-# 0.1, while weight decay left out shifts the update by lr*wd*max|p| = 6.25 times the allowance (always:
-# lr*wd / 8u), and a 30% error in the update by 0.3.
-UPDATE_ROUNDINGS = 8
-FLOOR = 1e-30    # the absolute floor of the scale: only an all-zero tensor ever reaches it
 DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
 # AdamW, clipping and schedule: torch_gpt's trainer's own defaults (its parser, as `python -m
 # torch_gpt.train` with no flags); its optimizer and step are called below, not restated.
@@ -113,6 +56,13 @@ class Row:
     @property
     def ok(self):
         return bool(self.max_rel <= self.tol)     # NaN fails
+
+    @property
+    def margin(self):
+        """max_rel / tol: at most 1 where the row passes (a bar of 0 passes only an exact match)."""
+        if self.tol > 0:
+            return self.max_rel / self.tol
+        return 0.0 if self.max_rel == 0 else math.inf
 
 
 def compare(name, a, b, tol):
@@ -332,39 +282,76 @@ def torch_forward_backward(model, x, y):
     return {k: v.detach().numpy() for k, v in acts.items()}, grads, fast_grads
 
 
+@dataclass
+class Run:
+    losses: list        # each step's batch loss
+    params: dict        # the parameters after the last step
+    norms: list = None  # each step's gradient norm before clipping (numpy_gpt's run)
+    logits: list = None  # each step's largest |logit| (numpy_gpt's run): the scale of the loss's own rounding
+
+
+def numpy_run(params, config, batches, lr_of_step, dropout=0.0, seed=0, shadow=None):
+    """numpy_gpt's run of len(batches) steps from params, as numpy_gpt.train steps (train_both says what a
+    step is); with shadow (a Shadow), the same run carrying the error model's errors -> Run."""
+    params = {k: v.copy() for k, v in params.items()}
+    state = adamw_init(params)
+    run = Run([], params, [], [])
+    for step, (x, y) in enumerate(batches):
+        logits, loss, cache = gpt_forward(params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
+        grads = gpt_backward(params, config, cache)
+        if shadow:
+            grads = shadow.gradients(grads)
+        grads, norm = clip_grad_norm(grads, DEFAULTS.grad_clip)
+        adamw_step(params, grads, state, lr_of_step(step), (DEFAULTS.beta1, DEFAULTS.beta2),
+                   weight_decay=DEFAULTS.weight_decay)
+        if shadow:
+            shadow.after_step(params)
+        run.losses.append(float(loss))
+        run.norms.append(norm)
+        run.logits.append(float(np.abs(logits).max()))
+    return run
+
+
 def train_both(params, config, batches, lr_of_step, torch_dtype, dropout=0.0, seed=0):
     """Run len(batches) steps of the full update in both backends from the same params.
 
     Each step: forward with dropout (both backends draw the same masks, from one seeded NumPy stream
     per step, as the trainers do), backward, global-norm clipping, the learning rate lr_of_step(step),
-    AdamW. numpy_gpt steps as numpy_gpt.train does; torch_gpt through torch_gpt.train's own
+    AdamW. numpy_gpt steps as numpy_gpt.train does (numpy_run); torch_gpt through torch_gpt.train's own
     make_optimizer, accumulate_gradients and optimizer_step, so a trainer that drifts fails parity.
-    -> (numpy losses, torch losses, numpy params, torch params, grad norms before clipping)
+    -> (numpy_gpt's Run, torch_gpt's Run)
     """
-    np_params = {k: v.copy() for k, v in params.items()}
-    state = adamw_init(np_params)
     model = torch_model(params, config, torch_dtype)
     opt = trainer.make_optimizer(model, DEFAULTS, CPU)
-    np_losses, torch_losses, norms = [], [], []
+    losses = []
     for step, (x, y) in enumerate(batches):
-        lr = lr_of_step(step)
-        # numpy_gpt, as numpy_gpt.train steps
-        _, loss, cache = gpt_forward(np_params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
-        grads, norm = clip_grad_norm(gpt_backward(np_params, config, cache), DEFAULTS.grad_clip)
-        adamw_step(np_params, grads, state, lr, (DEFAULTS.beta1, DEFAULTS.beta2), weight_decay=DEFAULTS.weight_decay)
-        np_losses.append(float(loss))
-        norms.append(norm)
-        # torch_gpt, as torch_gpt.train steps: one micro-batch, one process, no autocast
+        # as torch_gpt.train steps: one micro-batch, one process, no autocast
         masks = None
         if dropout:
             masks = [torch.from_numpy(m) for m in dropout_masks(config, *x.shape, dropout,
                                                                 np.random.default_rng(dropout_seed(seed, step)),
-                                                                np_params["wte.weight"].dtype)]
-        tloss = trainer.accumulate_gradients(model, [(torch.from_numpy(x), torch.from_numpy(y), masks)],
-                                             contextlib.nullcontext(), 1)
-        trainer.optimizer_step(model, opt, lr, DEFAULTS.grad_clip)
-        torch_losses.append(tloss.item())
-    return np_losses, torch_losses, np_params, model.numpy_params(), norms
+                                                                next(iter(params.values())).dtype)]
+        loss = trainer.accumulate_gradients(model, [(torch.from_numpy(x), torch.from_numpy(y), masks)],
+                                            contextlib.nullcontext(), 1)
+        trainer.optimizer_step(model, opt, lr_of_step(step), DEFAULTS.grad_clip)
+        losses.append(loss.item())
+    return numpy_run(params, config, batches, lr_of_step, dropout, seed), Run(losses, model.numpy_params())
+
+
+def compare_run(prefix, a, b, ref, shadow):
+    """Rows for the dicts of tensors a and b at the end of a run, each with its bar from run_tolerance."""
+    return [compare(prefix + name, a[name], b[name], run_tolerance(ref[name], shadow[name], b[name])) for name in ref]
+
+
+def compare_losses(prefix, a, b, ref, shadow, logits, dtype="float64"):
+    """Rows for two runs' losses, one a step (or an evaluation): each within LAMBDA times the shadow's
+    distance from numpy_gpt's run, plus the loss's own rounding (loss_tolerance; logits: the largest |logit|
+    at each loss)."""
+    rows = []
+    for s, (x, y, r, h, z) in enumerate(zip(a, b, ref, shadow, logits)):
+        bar = LAMBDA * abs(h - r) + loss_tolerance(r, z, dtype)
+        rows.append(compare(f"{prefix}{s}", x, y, bar / max(abs(y), FLOOR)))
+    return rows
 
 
 def optimizer_step_both(params, config, grads, lr, torch_dtype):
@@ -421,25 +408,30 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
     notes = [f"one step: gradient norm {norm:.4g} before clipping to {DEFAULTS.grad_clip}, lr {first_lr:.3g} "
              f"(the first step of the default {DEFAULTS.steps}-step run)"]
     # end to end, each backend with its own gradients: reported, not judged (docs/parity.md: "AdamW and zero gradients")
-    _, _, pe, t_pe, _ = train_both(params, config, [(x, y)], lambda step: first_lr, torch_dtype)
-    worst = max(compare_dicts("", pe, t_pe, tol), key=lambda r: r.max_rel)
+    numpy_one, torch_one = train_both(params, config, [(x, y)], lambda step: first_lr, torch_dtype)
+    worst = max(compare_dicts("", numpy_one.params, torch_one.params, tol), key=lambda r: r.max_rel)
     notes.append(f"one step end to end (each backend's own gradients): worst {worst.name} at {worst.max_rel:.2e} "
                  f"(not judged)")
 
     if steps:
         p64, _ = load_params(checkpoint, seed, np.float64, config)
         batches = [make_batch(config, seed + 1 + s, batch_size, T) for s in range(steps)]
-        np_losses, t_losses, pN, t_pN, norms = train_both(p64, config, batches, schedule(steps), torch.float64,
-                                                          DEFAULTS.dropout, seed)
-        loss_rows = [compare(f"loss at step {s}", a, b, TRAJECTORY_TOLERANCE) for s, (a, b) in
-                     enumerate(zip(np_losses, t_losses))]
-        worst = max(loss_rows, key=lambda r: r.max_rel)
+        numpy_gpts, torch_gpts = train_both(p64, config, batches, schedule(steps), torch.float64, DEFAULTS.dropout, seed)
+        shadow = numpy_run(p64, config, batches, schedule(steps), DEFAULTS.dropout, seed, Shadow())
+        loss_rows = compare_losses("loss at step ", numpy_gpts.losses, torch_gpts.losses, numpy_gpts.losses,
+                                   shadow.losses, numpy_gpts.logits)
+        worst = max(loss_rows, key=lambda r: r.margin)
         sections.append((f"trajectory: {steps} steps, float64 (the worst of {steps} step losses, then every "
-                         f"parameter)", [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
-                         compare_dicts(f"step{steps} ", pN, t_pN, TRAJECTORY_TOLERANCE)))
-        notes.append(f"trajectory: loss {np_losses[0]:.4f} -> {np_losses[-1]:.4f}, lr up to {DEFAULTS.lr:g}, "
-                     f"dropout {DEFAULTS.dropout:g} (the same masks in both); "
-                     f"{sum(n > DEFAULTS.grad_clip for n in norms)} of {steps} steps clipped")
+                         f"parameter; each bar from the shadow run)",
+                         [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
+                         compare_run(f"step{steps} ", numpy_gpts.params, torch_gpts.params, numpy_gpts.params,
+                                     shadow.params)))
+        norms = numpy_gpts.norms
+        notes.append(f"trajectory: loss {numpy_gpts.losses[0]:.4f} -> {numpy_gpts.losses[-1]:.4f}, lr up to "
+                     f"{DEFAULTS.lr:g}, dropout {DEFAULTS.dropout:g} (the same masks in both); "
+                     f"{sum(n > DEFAULTS.grad_clip for n in norms)} of {steps} steps clipped; each bar is "
+                     f"{LAMBDA} times how far numpy_gpt's run moves when every step carries the error model's "
+                     f"errors (docs/parity.md, \"A run of many steps\")")
     return Report(sections, notes)
 
 
@@ -454,12 +446,12 @@ def format_report(report, dtype, title):
                   f"|{'-' * (width + 2)}|{'-' * 18}|{'-' * 11}|{'-' * 11}|{'-' * 9}|---|"]
         for r in rows:
             lines.append(f"| {r.name:<{width}} | {str(tuple(r.shape)):<16} | {r.max_abs:9.2e} | {r.max_rel:9.2e} | "
-                         f"{r.tol:7.0e} | {'ok' if r.ok else 'FAIL'} |")
+                         f"{r.tol:7.1e} | {'ok' if r.ok else 'FAIL'} |")
         lines.append("")
     lines += ["## summary: the worst tensor of each section", "",
               "| section | tensors | worst max rel | tensor | tol |", "|---|---:|---:|---|---:|"]
     for section, rows in report.sections:
-        w = max(rows, key=lambda r: r.max_rel / r.tol)
-        lines.append(f"| {section} | {len(rows)} | {w.max_rel:.2e} | {w.name} | {w.tol:.0e} |")
+        w = max(rows, key=lambda r: r.margin)
+        lines.append(f"| {section} | {len(rows)} | {w.max_rel:.2e} | {w.name} | {w.tol:.1e} |")
     lines += [""] + report.notes
     return "\n".join(lines)

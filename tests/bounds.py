@@ -139,3 +139,61 @@ def record_margin(test, margin, what=""):
                        "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""), "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA", "")})
     with open(path, "a") as f:            # one short line per write: concurrent writers do not interleave
         f.write(line + "\n")
+
+
+# numpy_gpt.train as a user runs it, carrying the error model of a run of many steps
+# (parity.compare.Shadow): each micro-batch's gradients and each step's parameters moved by the errors
+# two correct backends may make. Test-only: it wraps NumpyBackend's methods from outside. It also writes
+# LOGITS_FILE in --out: for each evaluation, in order, its split and the largest |logit| it saw.
+SHADOW_RUN = """
+import json, sys
+import numpy as np
+import numpy_gpt.machinery.threaded as threaded
+import numpy_gpt.train as trainer
+from numpy_gpt.machinery.cli import run_cli
+from parity.compare import Shadow
+record, shadow, seen, evaluations = sys.argv.pop(1), Shadow(), [], []
+Backend, forward = threaded.NumpyBackend, threaded.gpt_forward
+forward_backward, train_step, evaluate = Backend.forward_backward, Backend.train_step, Backend.evaluate
+def watched_forward(*args, **kwargs):
+    out = forward(*args, **kwargs)
+    seen.append(float(np.abs(out[0]).max()))
+    return out
+def shadowed_forward_backward(self, *args):
+    loss, grads = forward_backward(self, *args)
+    return loss, shadow.gradients(grads)
+def shadowed_train_step(self, step, lr):
+    loss = train_step(self, step, lr)
+    shadow.after_step(self.weights)
+    return loss
+def watched_evaluate(self, split):
+    seen.clear()
+    loss = evaluate(self, split)
+    evaluations.append({"split": split, "logits": max(seen)})
+    with open(record, "w") as f:
+        json.dump(evaluations, f)
+    return loss
+threaded.gpt_forward = watched_forward
+Backend.forward_backward, Backend.train_step, Backend.evaluate = shadowed_forward_backward, shadowed_train_step, watched_evaluate
+run_cli(trainer.main)
+"""
+LOGITS_FILE = "logits.json"
+
+
+def logged_run_rows(got, want, ref, shadow):
+    """Rows comparing two float64 runs' --out folders, got against want, with the bars that numpy_gpt's
+    run of the same flags (ref's folder) and its shadow run (SHADOW_RUN's) set: every parameter and
+    AdamW moment (parity.compare.compare_run), then every logged loss (compare_losses)."""
+    from numpy_gpt.machinery.checkpoint import load_state
+    from parity.compare import compare_losses, compare_run
+    states = [load_state(folder / "kid.pt") for folder in (got, want, ref, shadow)]
+    rows = [row for part in ("params", "m", "v")
+            for row in compare_run(f"{part} ", *(state[part] for state in states))]
+    logs = [[json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+            for folder in (got, want, ref, shadow)]
+    assert len({tuple(e["step"] for e in log) for log in logs}) == 1, "the runs logged different steps"
+    evaluations = json.loads((shadow / LOGITS_FILE).read_text())
+    for split in ("train_loss", "val_loss"):
+        logits = [e["logits"] for e in evaluations if e["split"] == split.split("_")[0]]
+        rows += compare_losses(f"{split} at evaluation ", *([e[split] for e in log] for log in logs), logits)
+    return rows

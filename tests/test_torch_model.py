@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from numpy_gpt import GPTConfig, gpt_backward, gpt_forward, init_params
 from numpy_gpt.layers import gelu_backward, gelu_forward
 from numpy_gpt.model import dropout_masks
-from parity.compare import TOLERANCE
+from parity.compare import TOLERANCE, loss_tolerance
 import torch_gpt.kernels
 from torch_gpt.kernels import Linear, OneDNNLinear
 from torch_gpt.model import GPT
@@ -301,11 +301,12 @@ def test_tiny_llm_onednn_0_turns_onednn_off(setting, onednn, fresh_decision, mon
 def test_dropout_drops_what_numpy_gpt_drops():
     """One float64 training forward and backward with dropout: given the same seeded rng, torch_gpt
     (masks from numpy_gpt.model.dropout_masks) and numpy_gpt (masks drawn inside gpt_forward) give the
-    same loss and gradients, so the masks are the same ones, applied at the same places."""
+    same loss and gradients, within parity's float64 bars, so the masks are the same ones, applied at the
+    same places."""
     params = init_params(CONFIG, seed=2, dtype=np.float64)
     x, y = batch(CONFIG, B=4)
     p = 0.3
-    _, np_loss, cache = gpt_forward(params, CONFIG, x.numpy(), y.numpy(), p, np.random.default_rng(5))
+    np_logits, np_loss, cache = gpt_forward(params, CONFIG, x.numpy(), y.numpy(), p, np.random.default_rng(5))
     np_grads = gpt_backward(params, CONFIG, cache)
 
     model = GPT(CONFIG, dtype=torch.float64)
@@ -315,8 +316,8 @@ def test_dropout_drops_what_numpy_gpt_drops():
     assert all(0.2 < (m == 0).double().mean() < 0.4 for m in masks)
     _, loss = model(x, y, masks=masks)
     loss.backward()
-    assert abs(loss.item() - np_loss) <= 1e-12 * np_loss
+    assert abs(loss.item() - np_loss) <= loss_tolerance(np_loss, np.abs(np_logits).max())
     _, no_dropout = model(x, y)
     assert abs(no_dropout.item() - np_loss) > 1e-3            # the masks did something
     for name, t in model.named_parameters():
-        assert np.abs(t.grad.numpy() - np_grads[name]).max() <= 1e-12 * np.abs(np_grads[name]).max(), name
+        assert np.abs(t.grad.numpy() - np_grads[name]).max() <= TOLERANCE["float64"] * np.abs(np_grads[name]).max(), name

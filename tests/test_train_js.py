@@ -4,6 +4,7 @@ the schedule and the batches, and rungs 1 and 2 of the ladder trained step by st
 node runs the real files through tests/js/train_driver.mjs; numpy_gpt computes every expected value here,
 in float64, from the same inputs.
 """
+import contextlib
 import json
 import math
 import os
@@ -18,6 +19,8 @@ from numpy_gpt import layers
 from numpy_gpt.data import batch_rng, eval_batches, get_batch
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
 
+from parity.compare import TOLERANCE, Shadow, compare_losses, compare_run
+
 from conftest import ROOT, corpus_path
 
 NODE = shutil.which("node")
@@ -29,11 +32,12 @@ if NODE is None:
 
 DRIVER = ROOT / "tests" / "js" / "train_driver.mjs"
 
-# One layer: both sides compute in float64 from the same inputs, and differ only in the order of their
-# sums (BLAS and einsum against train.js's loops), about 1e-16 relative per sum; the largest sum here has
-# a few hundred terms, so ~1e-14 of the scale at worst. 1e-12 leaves two orders of margin, while a real
-# slip (a lost scale, a term of the softmax backward, a wrong index) moves a gradient by 1e-3 or more.
-LAYER_TOL = 1e-12
+# One layer, or one rung's forward and backward: both sides compute in float64 from the same inputs and
+# differ only in the order of their sums (BLAS and einsum against train.js's loops). parity's float64 bar
+# bounds that for the kid's longest path (parity.compare.TOLERANCE, from the path's roundings), longer
+# than any here; a real slip (a lost scale, a term of the softmax backward, a wrong index) moves a
+# gradient by 1e-3 or more.
+LAYER_TOL = TOLERANCE["float64"]
 
 
 def js(tasks):
@@ -196,17 +200,36 @@ from numpy_gpt import ladder                                     # noqa: E402
 from numpy_gpt.data import CharTokenizer                         # noqa: E402
 from peek.ladder_tab import TAB, TAB_RUNGS, rung_settings, tab_text   # noqa: E402
 
-# Training: each step's weights differ from numpy_gpt's by the rounding of that step's sums, ~1e-16 of
-# their scale, and AdamW divides each gradient by its own running size, so a step passes its predecessors'
-# differences on without growing them much: measured over rung 2's whole run of 2,000 steps, every tensor
-# stays within 4e-14 of its scale, but one. The key part of h.0.attn.c_attn.bias has a gradient of exactly
-# zero (adding the same vector to every key adds the same number to every score of a query, which softmax
-# ignores), so both sides' gradients there are rounding noise, ~1e-17, which AdamW turns into steps of
-# up to lr * noise / eps ~ 1e-11 in each side's own direction: those entries stay below ~1e-10 and apart
-# by up to 1e-10 of the tensor's scale (measured: 2.2e-11 after 120 steps, 9.6e-11 at most over 2,000).
-# 1e-10 is what the tab promises; a wrong rate, batch, bias correction or decay moves the weights by 1e-4
-# of their scale or more within a few steps.
-TRAIN_TOL = 1e-10
+
+
+@contextlib.contextmanager
+def stepping(logits, shadow=None):
+    """While active, numpy_gpt.ladder's steps append their largest |logit| to logits, and with shadow (a
+    parity.compare.Shadow) carry the error model's errors: the run whose distance from numpy_gpt's own
+    sets a trained rung's bars (parity.compare.compare_run), as for the kid."""
+    forward, backward, step = ladder.rung_forward, ladder.rung_backward, ladder.adamw_step
+
+    def watched_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        logits.append(float(np.abs(out[0]).max()))
+        return out
+
+    def shadowed_step(params, *args, **kwargs):
+        step(params, *args, **kwargs)
+        shadow.after_step(params)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ladder, "rung_forward", watched_forward)
+        if shadow:
+            patch.setattr(ladder, "rung_backward", lambda *args: shadow.gradients(backward(*args)))
+            patch.setattr(ladder, "adamw_step", shadowed_step)
+        yield
+
+
+def assert_trained_alike(got, ref, shadow, what):
+    """got's weights (flat lists, by name) against numpy_gpt's run ref, within the bars its shadow sets."""
+    got = {name: np.asarray(got[name], dtype=np.float64).reshape(p.shape) for name, p in ref.items()}
+    rows = compare_run(what + " ", got, ref, ref, shadow)
+    assert all(r.ok for r in rows), [(r.name, r.max_rel, r.tol) for r in rows if not r.ok]
 
 
 def random_rung_params(rung, config, seed):
@@ -252,15 +275,25 @@ def test_training_ends_at_numpys_weights(rung, steps, tab_ids):
     first = ladder.init_rung(rung, config, settings["seed"], np.float64)
     [got] = js([{"op": "train", "rung": rung, "config": config.to_dict(), "ids": tab_ids.tolist(), "steps": steps,
                  "settings": settings, "params": {n: flat(p) for n, p in first.items()}}])
-    params, losses = ladder.train_rung(
-        rung, config, tab_ids, steps, seed=settings["seed"], dtype=np.float64, batch_size=settings["batch_size"],
-        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
-        betas=(settings["beta1"], settings["beta2"]), weight_decay=settings["weight_decay"], grad_clip=settings["grad_clip"])
+    def numpy_run(shadow=None, lr_factor=1.0):
+        logits = []
+        with stepping(logits, shadow):
+            params, losses = ladder.train_rung(
+                rung, config, tab_ids, steps, seed=settings["seed"], dtype=np.float64,
+                batch_size=settings["batch_size"], lr=settings["lr"] * lr_factor, min_lr=settings["min_lr"] * lr_factor,
+                warmup_steps=settings["warmup_steps"], betas=(settings["beta1"], settings["beta2"]),
+                weight_decay=settings["weight_decay"], grad_clip=settings["grad_clip"])
+        return params, losses, logits
+    params, losses, logits = numpy_run()
+    shadow, shadow_losses, _ = numpy_run(Shadow())
     assert losses[-1] < losses[0] - 0.5, "the rung did not learn: the test would prove little"
-    assert_close(got["losses"], losses, f"{rung} losses", TRAIN_TOL)
+    rows = compare_losses(f"{rung} loss at step ", got["losses"], losses, losses, shadow_losses, logits)
+    assert all(r.ok for r in rows), [(r.name, r.max_rel, r.tol) for r in rows if not r.ok]
     for name, p in params.items():
         assert relative_error(got["params"][name], first[name]) > 1e-2, f"{name} did not move"
-        assert_close(got["params"][name], p, f"{rung} {name} after {steps} steps", TRAIN_TOL)
+    assert_trained_alike(got["params"], params, shadow, f"{rung} after {steps} steps")
+    off = numpy_run(lr_factor=1.001)[0]                 # the bars are no blanket: a rate 0.1% off falls outside
+    assert not all(r.ok for r in compare_run("", off, params, params, shadow))
     if rung == "attention":                     # the keys' bias: zero gradient, so it only ever holds noise
         C = config.n_embd
         for side, bias in (("numpy_gpt", params["h.0.attn.c_attn.bias"]), ("train.js", got["params"]["h.0.attn.c_attn.bias"])):
@@ -294,17 +327,25 @@ def ladder_site(tmp_path_factory):
     return folder / "site"
 
 
-def numpy_after(rung, steps, ids):
+def numpy_after(rung, steps, ids, shadow=None):
     """numpy_gpt.ladder's weights after the first `steps` steps of the tab's run of the rung (float64):
-    train_rung's loop, stopped where the page was paused, on the schedule of the tab's whole run."""
+    train_rung's loop, stopped where the page was paused, on the schedule of the tab's whole run. With
+    shadow, that run carrying the error model's errors (stepping)."""
     config, s = rung_settings(rung)
     params = ladder.init_rung(rung, config, s["seed"], np.float64)
     opt = numpy_adamw_init(params)
-    for step in range(steps):
-        ladder.train_step(rung, params, opt, config, ids, step,
-                          lr_at(step, s["lr"], s["min_lr"], s["warmup_steps"], s["steps"]), s["seed"], s["batch_size"],
-                          betas=(s["beta1"], s["beta2"]), weight_decay=s["weight_decay"], grad_clip=s["grad_clip"])
+    with stepping([], shadow):
+        for step in range(steps):
+            ladder.train_step(rung, params, opt, config, ids, step,
+                              lr_at(step, s["lr"], s["min_lr"], s["warmup_steps"], s["steps"]), s["seed"],
+                              s["batch_size"], betas=(s["beta1"], s["beta2"]), weight_decay=s["weight_decay"],
+                              grad_clip=s["grad_clip"])
     return params
+
+
+def assert_page_trained_alike(page, rung, steps, ids, what):
+    assert_trained_alike(page_weights(page, rung), numpy_after(rung, steps, ids),
+                         numpy_after(rung, steps, ids, Shadow()), what)
 
 
 def train_in_page(page, at_least):
@@ -333,22 +374,18 @@ def test_the_page_trains_to_numpys_weights(browser, ladder_site, tab_ids, rung, 
         first = page_weights(page, rung)
         steps = train_in_page(page, at_least)
         assert steps >= at_least
-        expected = numpy_after(rung, steps, tab_ids)
         got = page_weights(page, rung)
-        for name, p in expected.items():
-            assert_close(got[name], p, f"the page's {name} after {steps} steps", TRAIN_TOL)
+        assert_page_trained_alike(page, rung, steps, tab_ids, f"the page after {steps} steps")
         page.wait_for_timeout(300)                                 # paused: nothing moves
         assert int(page.get_attribute("body", "data-train-step")) == steps
         assert page_weights(page, rung) == got
         more = train_in_page(page, steps + 5)                      # Go on: from where it paused, no step lost
-        for name, p in numpy_after(rung, more, tab_ids).items():
-            assert_close(page_weights(page, rung)[name], p, f"{name} after going on to {more} steps", TRAIN_TOL)
+        assert_page_trained_alike(page, rung, more, tab_ids, f"after going on to {more} steps")
         page.click("#reset")
         assert page.get_attribute("body", "data-train-step") == "0"
         assert page_weights(page, rung) == first
         again = train_in_page(page, 3)
-        for name, p in numpy_after(rung, again, tab_ids).items():
-            assert_close(page_weights(page, rung)[name], p, f"{name} after Reset and {again} steps", TRAIN_TOL)
+        assert_page_trained_alike(page, rung, again, tab_ids, f"after Reset and {again} steps")
         assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
         assert_no_problems(problems(page))
 
