@@ -146,7 +146,7 @@ def record_margin(test, margin, what=""):
 # two correct backends may make. Test-only: it wraps NumpyBackend's methods from outside. It also writes
 # LOGITS_FILE in --out: for each evaluation, in order, its split and the largest |logit| it saw.
 SHADOW_RUN = """
-import json, sys
+import json, os, sys
 import numpy as np
 import numpy_gpt.machinery.threaded as threaded
 import numpy_gpt.train as trainer
@@ -170,6 +170,7 @@ def watched_evaluate(self, split):
     seen.clear()
     loss = evaluate(self, split)
     evaluations.append({"split": split, "logits": max(seen)})
+    os.makedirs(os.path.dirname(record), exist_ok=True)
     with open(record, "w") as f:
         json.dump(evaluations, f)
     return loss
