@@ -297,7 +297,8 @@ def numpy_run(params, config, batches, lr_of_step, dropout=0.0, seed=0, shadow=N
     state = adamw_init(params)
     run = Run([], params, [], [])
     for step, (x, y) in enumerate(batches):
-        logits, loss, cache = gpt_forward(params, config, x, y, dropout, np.random.default_rng(dropout_seed(seed, step)))
+        rng = np.random.default_rng(dropout_seed(seed, step))
+        logits, loss, cache = gpt_forward(params, config, x, y, dropout, rng)
         grads = gpt_backward(params, config, cache)
         if shadow:
             grads = shadow.gradients(grads)
@@ -416,7 +417,8 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
     if steps:
         p64, _ = load_params(checkpoint, seed, np.float64, config)
         batches = [make_batch(config, seed + 1 + s, batch_size, T) for s in range(steps)]
-        numpy_gpts, torch_gpts = train_both(p64, config, batches, schedule(steps), torch.float64, DEFAULTS.dropout, seed)
+        numpy_gpts, torch_gpts = train_both(p64, config, batches, schedule(steps), torch.float64, DEFAULTS.dropout,
+                                            seed)
         shadow = numpy_run(p64, config, batches, schedule(steps), DEFAULTS.dropout, seed, Shadow())
         loss_rows = compare_losses("loss at step ", numpy_gpts.losses, torch_gpts.losses, numpy_gpts.losses,
                                    shadow.losses, numpy_gpts.logits)

@@ -175,7 +175,8 @@ def watched_evaluate(self, split):
         json.dump(evaluations, f)
     return loss
 threaded.gpt_forward = watched_forward
-Backend.forward_backward, Backend.train_step, Backend.evaluate = shadowed_forward_backward, shadowed_train_step, watched_evaluate
+Backend.forward_backward, Backend.train_step = shadowed_forward_backward, shadowed_train_step
+Backend.evaluate = watched_evaluate
 run_cli(trainer.main)
 """
 LOGITS_FILE = "logits.json"

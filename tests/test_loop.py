@@ -118,11 +118,11 @@ def shadowed(small_text, tmp_path_factory):
     return get
 
 
-def assert_same_run(got, want, ref, shadow, what):
+def assert_same_run(got, want, ref, shadow, test, what):
     """got's files against want's, every tensor and logged loss within the bar the shadow run sets."""
     rows = logged_run_rows(got, want, ref, shadow)
     assert all(row.ok for row in rows), [(row.name, row.max_rel, row.tol) for row in rows if not row.ok]
-    record_margin(what, max(row.margin for row in rows), "every tensor and loss")
+    record_margin(test, max(row.margin for row in rows), what)
 
 
 @BOTH
@@ -173,7 +173,7 @@ def test_the_two_trainers_log_the_same_run_in_float64(straight, shadowed):
     a, b = (straight(trainer, *FLOAT64) for trainer in TRAINERS)
     assert [e["step"] for e in read_log(a)] == [e["step"] for e in read_log(b)] == [0, 5, 10]
     assert [e["sample"] for e in read_log(a)] == [e["sample"] for e in read_log(b)]
-    assert_same_run(b, a, a, shadowed(*FLOAT64), "two trainers, float64, 10 steps")
+    assert_same_run(b, a, a, shadowed(*FLOAT64), "test_the_two_trainers_log_the_same_run", "every tensor and loss")
     # the bars are no blanket: the same run with a learning rate 0.1% off falls outside them
     off = straight("numpy_gpt", *FLOAT64[:-1], "1.001e-2")
     assert not all(row.ok for row in logged_run_rows(off, a, a, shadowed(*FLOAT64)))
@@ -184,7 +184,8 @@ def test_the_two_trainers_accumulate_micro_batches_alike(straight, shadowed):
     not the same run as one micro-batch of the same size."""
     flags = ("--steps", "4", "--eval-interval", "4", "--dtype", "float64", "--grad-accum", "2", "--lr", "1e-2")
     a, b = (straight(trainer, *flags) for trainer in TRAINERS)
-    assert_same_run(b, a, a, shadowed(*flags), "two trainers, float64, --grad-accum 2")
+    assert_same_run(b, a, a, shadowed(*flags), "test_the_two_trainers_accumulate_micro_batches_alike",
+                    "every tensor and loss")
     one = load_state(straight("numpy_gpt", *flags[:-4], "--lr", "1e-2") / "kid.pt")
     assert not np.allclose(one["params"]["wte.weight"], load_state(a / "kid.pt")["params"]["wte.weight"],
                            rtol=0, atol=1e-6)
@@ -352,7 +353,8 @@ def test_numpy_gpts_threads_only_reorder_the_sums(threads):
         assert np.abs(grads[name] - g).max() <= TOLERANCE["float64"] * np.abs(g).max(), name
     forwards = [gpt_forward(backend.weights, config, vx, vy)[:2] for vx, vy in val]
     want_val = np.mean([loss for _, loss in forwards])
-    assert abs(backend.evaluate("val") - want_val) <= loss_tolerance(want_val, max(np.abs(z).max() for z, _ in forwards))
+    largest_logit = max(np.abs(z).max() for z, _ in forwards)
+    assert abs(backend.evaluate("val") - want_val) <= loss_tolerance(want_val, largest_logit)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,7 +377,7 @@ def test_a_run_that_switches_backends_matches_runs_that_never_did(first, then, s
     for trainer in TRAINERS:
         want = straight(trainer, *FLOAT64)
         assert_same_run(moved, want, straight("numpy_gpt", *FLOAT64), shadowed(*FLOAT64),
-                        f"{first} then {then} against {trainer}, float64")
+                        "test_a_run_that_switches_backends", f"{first} then {then}, against {trainer}")
         assert [e["sample"] for e in read_log(moved)] == [e["sample"] for e in read_log(want)]
     # and the switch is not a no-op: the moved run is not bit-identical to the run it left
     assert not np.array_equal(got["params"]["h.0.attn.c_attn.weight"],

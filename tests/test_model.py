@@ -126,8 +126,9 @@ def gradient_problems(grads, n_embd):
 
     Every tensor's largest entry is above 1e-3 of the largest gradient anywhere (rounding is ~1e-16 of
     it), and every entry of it above 1e-9 of its own largest: with random weights, every input token
-    and every position, no entry's true gradient is zero (the smallest we see is 3e-6 of its tensor's
-    largest), and an entry a backward misses comes out exactly 0. The one exception is the key bias,
+    and every position, no entry's true gradient is zero (the smallest, 3e-6 of its tensor's largest, is
+    fixed by the seeded weights and batch, not by the CPU, whose rounding moves it by ~1e-16), and an entry
+    a backward misses comes out exactly 0. The one exception is the key bias,
     c_attn.bias[C:2C]: it adds q . b_k to every score of a row, which softmax ignores, so its true
     gradient is exactly 0 and what is computed is rounding, ~1e-17 of the largest gradient: it must be
     below 1e-12 of it, while the query and value parts obey the rule for entries.

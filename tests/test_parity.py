@@ -273,7 +273,8 @@ def test_trajectory_50_steps_float64(dropout):
     got = rows(torch_gpts)
     assert all(r.ok for r in got), [(r.name, r.max_rel, r.tol) for r in got if not r.ok]
     assert max(r.max_rel for r in got) > 0, "bit-equal would mean the two backends were not both run"
-    record_margin(f"trajectory float64, dropout {dropout}", max(r.margin for r in got), "every tensor")
+    record_margin("test_trajectory_50_steps_float64", max(r.margin for r in got),
+                  f"every loss and tensor, dropout {dropout}")
     schedule = pc.schedule(50)
     off = pc.numpy_run(params, config, batches, lambda step: schedule(step) * 1.001, dropout, seed=3)
     assert not all(r.ok for r in rows(off)), "a learning rate 0.1% off must fail the bars"
