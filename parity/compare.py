@@ -340,8 +340,16 @@ def train_both(params, config, batches, lr_of_step, torch_dtype, dropout=0.0, se
 
 
 def compare_run(prefix, a, b, ref, shadow):
-    """Rows for the dicts of tensors a and b at the end of a run, each with its bar from run_tolerance."""
-    return [compare(prefix + name, a[name], b[name], run_tolerance(ref[name], shadow[name], b[name])) for name in ref]
+    """Rows for the dicts of tensors a and b at the end of a run, each with its bar from run_tolerance (ref:
+    numpy_gpt's run, shadow: its shadow run). A name that a or b lacks is a failing row."""
+    rows = []
+    for name in list(ref) + [n for n in {**a, **b} if n not in ref]:
+        if name in a and name in b and name in ref:
+            rows.append(compare(prefix + name, a[name], b[name], run_tolerance(ref[name], shadow[name], b[name])))
+        else:
+            rows.append(Row(prefix + name + " (missing in one run)", np.shape(ref.get(name, a.get(name, b.get(name)))),
+                            math.inf, math.inf, 0.0))
+    return rows
 
 
 def compare_losses(prefix, a, b, ref, shadow, logits, dtype="float64"):
@@ -349,7 +357,7 @@ def compare_losses(prefix, a, b, ref, shadow, logits, dtype="float64"):
     distance from numpy_gpt's run, plus the loss's own rounding (loss_tolerance; logits: the largest |logit|
     at each loss)."""
     rows = []
-    for s, (x, y, r, h, z) in enumerate(zip(a, b, ref, shadow, logits)):
+    for s, (x, y, r, h, z) in enumerate(zip(a, b, ref, shadow, logits, strict=True)):
         bar = LAMBDA * abs(h - r) + loss_tolerance(r, z, dtype)
         rows.append(compare(f"{prefix}{s}", x, y, bar / max(abs(y), FLOOR)))
     return rows

@@ -144,7 +144,8 @@ def record_margin(test, margin, what=""):
 # numpy_gpt.train as a user runs it, carrying the error model of a run of many steps
 # (parity.compare.Shadow): each micro-batch's gradients and each step's parameters moved by the errors
 # two correct backends may make. Test-only: it wraps NumpyBackend's methods from outside. It also writes
-# LOGITS_FILE in --out: for each evaluation, in order, its split and the largest |logit| it saw.
+# LOGITS_FILE in --out: for each evaluation, in order, its split and the largest |logit| it saw (the
+# shadow's, which differ from numpy_gpt's own run's by the run's drift, far below their size).
 SHADOW_RUN = """
 import json, os, sys
 import numpy as np

@@ -29,14 +29,14 @@ from ..config import GPTConfig
 from ..data import SAMPLE, batch_rng, dropout_seed, get_batch, stream
 from ..model import dropout_masks, gpt_backward, gpt_forward, init_params
 from ..optim import adamw_init, adamw_step, clip_grad_norm, lr_at
-from ..machinery.rounding import LAMBDA, Shadow, loss_tolerance
+from ..machinery.rounding import LAMBDA, Shadow, loss_tolerance, tolerance
 from ..sampling import generate
 from .grader import CheckFailed, describe_exception, say
 from .plumbing import CharTokenizer, Progress, default_prompt, kid_training_settings, load_text, split_train_val
 
 SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8
 # The kid's model and training settings, with 8 sequences a step instead of 32, so that the three float64 kids'
-# 200 steps take a minute or two on 2 cores (docs/exercise.md measures it); a step's cost grows with its
+# 200 steps take about a minute on 2 cores (docs/exercise.md measures it); a step's cost grows with its
 # sequences, so 32 would take about four times as long.
 PAYOFF_BATCH = 8
 # --small: a model small enough for the tests, trained the same way.
@@ -178,7 +178,7 @@ def run_payoff(level, path, steps, small, data):
             return forward(qkv, n_head)
         yours = NumpyKid(config, settings, (counted, backward))
     reference, shadow = NumpyKid(config, settings, REFERENCE), NumpyKid(config, settings, REFERENCE)
-    shadow.shadow = Shadow()
+    shadow.shadow = Shadow(tol=tolerance(config, batch * config.block_size))    # the bar at this batch's positions
 
     torch_threads = None
     if level.kind == "torch":
@@ -222,7 +222,8 @@ def train_side_by_side(yours, reference, shadow, pool, calls, config, settings, 
                                f"numpy_gpt.model does not call attention through the names plugged_in() replaces; "
                                f"update numpy_gpt/exercise/payoff.py")
         losses.append(pair)
-        bars.append(LAMBDA * abs(carried - pair[1]) + loss_tolerance(pair[1], reference.max_logit))
+        rounding = loss_tolerance(pair[1], reference.max_logit, tol=shadow.shadow.tol)
+        bars.append(LAMBDA * abs(carried - pair[1]) + rounding)
         done = step + 1
         if done == 1 or done % every == 0 or done == steps:
             progress.say(f"{done:>6}  {pair[0]:17.13f}  {pair[1]:17.13f}  {abs(pair[0] - pair[1]):.1e}")
