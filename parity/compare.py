@@ -25,8 +25,7 @@ from numpy_gpt.data import dropout_seed
 from numpy_gpt.model import dropout_masks
 from numpy_gpt.machinery.cli import check_training_args
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
-from numpy_gpt.machinery.rounding import (FLOOR, KID_ROUNDINGS, LAMBDA, SHADOW_SEED, TOLERANCE,  # noqa: F401
-                                         UPDATE_ROUNDINGS, Shadow, gamma_tilde, loss_tolerance, path_roundings,
+from numpy_gpt.machinery.rounding import (FLOOR, LAMBDA, TOLERANCE, UPDATE_ROUNDINGS, Shadow, loss_tolerance,
                                          run_tolerance)
 from torch_gpt.model import GPT
 from torch_gpt import train as trainer      # its optimizer and step, called as the trainer calls them
@@ -347,8 +346,8 @@ def compare_run(prefix, a, b, ref, shadow):
         if name in a and name in b and name in ref:
             rows.append(compare(prefix + name, a[name], b[name], run_tolerance(ref[name], shadow[name], b[name])))
         else:
-            rows.append(Row(prefix + name + " (missing in one run)", np.shape(ref.get(name, a.get(name, b.get(name)))),
-                            math.inf, math.inf, 0.0))
+            shape = np.shape(ref.get(name, a.get(name, b.get(name))))
+            rows.append(Row(prefix + name + " (missing in one run)", shape, math.inf, math.inf, 0.0))
     return rows
 
 
@@ -436,10 +435,9 @@ def run_parity(checkpoint=None, dtype="float64", steps=50, seed=0, config=None, 
                          [worst] + [r for r in loss_rows if not r.ok and r is not worst] +
                          compare_run(f"step{steps} ", numpy_gpts.params, torch_gpts.params, numpy_gpts.params,
                                      shadow.params)))
-        norms = numpy_gpts.norms
         notes.append(f"trajectory: loss {numpy_gpts.losses[0]:.4f} -> {numpy_gpts.losses[-1]:.4f}, lr up to "
                      f"{DEFAULTS.lr:g}, dropout {DEFAULTS.dropout:g} (the same masks in both); "
-                     f"{sum(n > DEFAULTS.grad_clip for n in norms)} of {steps} steps clipped; each bar is "
+                     f"{sum(n > DEFAULTS.grad_clip for n in numpy_gpts.norms)} of {steps} steps clipped; each bar is "
                      f"{LAMBDA} times how far numpy_gpt's run moves when every step carries the error model's "
                      f"errors (docs/parity.md, \"A run of many steps\")")
     return Report(sections, notes)

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import torch
 
-from parity.compare import gamma_tilde, path_roundings
+from numpy_gpt.machinery.rounding import gamma_tilde, path_roundings
 
 U32 = 2.0 ** -24       # float32's unit roundoff
 UBF16 = 2.0 ** -8      # bfloat16's
@@ -142,7 +142,7 @@ def record_margin(test, margin, what=""):
 
 
 # numpy_gpt.train as a user runs it, carrying the error model of a run of many steps
-# (parity.compare.Shadow): each micro-batch's gradients and each step's parameters moved by the errors
+# (numpy_gpt.machinery.rounding.Shadow): each micro-batch's gradients and each step's parameters moved by the errors
 # two correct backends may make. Test-only: it wraps NumpyBackend's methods from outside. It also writes
 # LOGITS_FILE in --out: for each evaluation, in order, its split and the largest |logit| it saw (the
 # shadow's, which differ from numpy_gpt's own run's by the run's drift, far below their size).
@@ -152,7 +152,7 @@ import numpy as np
 import numpy_gpt.machinery.threaded as threaded
 import numpy_gpt.train as trainer
 from numpy_gpt.machinery.cli import run_cli
-from parity.compare import Shadow
+from numpy_gpt.machinery.rounding import Shadow
 record, shadow, seen, evaluations = sys.argv.pop(1), Shadow(), [], []
 Backend, forward = threaded.NumpyBackend, threaded.gpt_forward
 forward_backward, train_step, evaluate = Backend.forward_backward, Backend.train_step, Backend.evaluate

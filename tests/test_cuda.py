@@ -161,7 +161,7 @@ def train_until(module, stop_at, text, out, *flags):
 
 def test_a_float64_run_on_the_gpu_is_numpy_gpts_run(small_text, shadowed, tmp_path):
     """In float64 the GPU draws numpy_gpt's dropout masks: the whole run, dropout on, ends within the bars
-    of parity's error model (parity.compare.Shadow) of numpy_gpt's, in weights, AdamW's moments and every
+    of parity's error model (numpy_gpt.machinery.rounding.Shadow) of numpy_gpt's, in weights, AdamW's moments and every
     logged loss, and writes the same samples."""
     gpu, ref = tmp_path / "gpu", tmp_path / "numpy"
     for module, out in (("torch_gpt", gpu), ("numpy_gpt", ref)):

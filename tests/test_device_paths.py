@@ -17,7 +17,7 @@ import torch_gpt.train as trainer
 from numpy_gpt.config import GPTConfig
 from numpy_gpt.machinery.errors import UserError
 from bounds import U32, UBF16, record_margin
-from parity.compare import gamma_tilde, path_roundings
+from numpy_gpt.machinery.rounding import gamma_tilde, path_roundings
 from torch_gpt.model import GPT
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)

@@ -168,7 +168,7 @@ FLOAT64 = ("--steps", "10", "--eval-interval", "5", "--dtype", "float64", "--lr"
 
 def test_the_two_trainers_log_the_same_run_in_float64(straight, shadowed):
     """The same flags give the same run: weights, AdamW's moments and every logged loss within the bars
-    of parity's error model (parity.compare.Shadow), and the same samples, character for character: one
+    of parity's error model (numpy_gpt.machinery.rounding.Shadow), and the same samples, character for character: one
     loop, two steps that compute the same thing."""
     a, b = (straight(trainer, *FLOAT64) for trainer in TRAINERS)
     assert [e["step"] for e in read_log(a)] == [e["step"] for e in read_log(b)] == [0, 5, 10]
@@ -365,7 +365,7 @@ def test_numpy_gpts_threads_only_reorder_the_sums(threads):
 def test_a_run_that_switches_backends_matches_runs_that_never_did(first, then, small_text, straight, shadowed,
                                                                   tmp_path):
     """In float64, a run that stops at step 5 in one backend and finishes in the other ends within the
-    bars of parity's error model (parity.compare.Shadow) of a run that never switched, in either backend:
+    bars of parity's error model (numpy_gpt.machinery.rounding.Shadow) of a run that never switched, in either backend:
     weights, AdamW's moments and every logged loss. The samples are the same text."""
     moved = tmp_path / "moved"
     assert train_until(first, 5, small_text, moved, *FLOAT64).returncode == 128 + signal.SIGTERM

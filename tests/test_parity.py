@@ -11,6 +11,7 @@ import parity.compare as pc
 import torch
 import torch_gpt.train
 from numpy_gpt import GPTConfig
+from numpy_gpt.machinery.rounding import gamma_tilde, path_roundings
 from parity.__main__ import main as parity_main
 
 from bounds import record_margin
@@ -69,7 +70,7 @@ def well_conditioned(config, T, B, seed, params32):
     (acts32, grads32), (acts64, grads64) = (pc.numpy_forward_backward(p, config, x, y)
                                             for p in (params32, {k: v.astype(np.float64) for k, v in params32.items()}))
     own_error = pc.compare_dicts("", acts32, acts64, 1) + pc.compare_dicts("", grads32, grads64, 1)
-    return max(r.max_rel for r in own_error) <= pc.gamma_tilde(pc.path_roundings(config, T) + B * T, 2.0 ** -24)
+    return max(r.max_rel for r in own_error) <= gamma_tilde(path_roundings(config, T) + B * T, 2.0 ** -24)
 
 
 @settings(max_examples=25, deadline=None)
@@ -123,7 +124,7 @@ def float32_errors(config, T, B, seed):
     sensitivity = {r.name: r.max_rel for r in pc.compare_dicts("", acts_s, acts64, 0)
                    + pc.compare_dicts("grad ", grads_s, grads64, 0)}
     rows = pc.compare_dicts("", acts32, acts64, 0) + pc.compare_dicts("grad ", grads32, grads64, 0)
-    amplification = pc.LAMBDA * np.sqrt(pc.path_roundings(config, T) + B * T)
+    amplification = pc.LAMBDA * np.sqrt(path_roundings(config, T) + B * T)
     for r in rows:
         r.tol = pc.TOLERANCE["float32"] / 2 + amplification * sensitivity[r.name]
     return rows
@@ -257,7 +258,7 @@ def test_parity_runs_the_torch_trainers_own_step(monkeypatch, name, drift):
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_trajectory_50_steps_float64(dropout):
     """50 full training steps in both backends, with and without dropout (the same masks in both): every
-    loss and every parameter within the bar the shadow run sets (parity.compare.SHADOW_SEED). The bar is
+    loss and every parameter within the bar the shadow run sets (numpy_gpt.machinery.rounding.SHADOW_SEED). The bar is
     no blanket: a run whose learning rate is 0.001% off, everything else the same, falls outside it."""
     config = GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16)
     params = pc.init_params(config, 5, np.float64)

@@ -17,9 +17,9 @@ from hypothesis import given, settings, strategies as st
 
 from numpy_gpt import layers
 from numpy_gpt.data import batch_rng, eval_batches, get_batch
+from numpy_gpt.machinery.rounding import TOLERANCE, Shadow
 from numpy_gpt.optim import adamw_init, adamw_step, clip_grad_norm, lr_at
-
-from parity.compare import TOLERANCE, Shadow, compare_losses, compare_run
+from parity.compare import compare_losses, compare_run
 
 from conftest import ROOT, corpus_path
 
@@ -205,7 +205,7 @@ from peek.ladder_tab import TAB, TAB_RUNGS, rung_settings, tab_text   # noqa: E4
 @contextlib.contextmanager
 def stepping(logits, shadow=None):
     """While active, numpy_gpt.ladder's steps append their largest |logit| to logits, and with shadow (a
-    parity.compare.Shadow) carry the error model's errors: the run whose distance from numpy_gpt's own
+    numpy_gpt.machinery.rounding.Shadow) carry the error model's errors: the run whose distance from numpy_gpt's own
     sets a trained rung's bars (parity.compare.compare_run), as for the kid."""
     forward, backward, step = ladder.rung_forward, ladder.rung_backward, ladder.adamw_step
 
