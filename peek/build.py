@@ -34,7 +34,7 @@ from .ladder_tab import write_ladder
 WEB = Path(__file__).parent / "web"
 TEMPLATES = Path(__file__).parent / "templates"
 ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ("style.css", "site.js", "kid.js", "ahead.js", "rng.js", "calc.js", "train.js", "ladder.js", "ladder.html")
+ASSETS = ("style.css", "site.js", "dom.js", "kid.js", "ahead.js", "rng.js", "calc.js", "train.js", "ladder.js", "ladder.html")
 
 # (file key, title, the index's one-line promise)
 STEPS = [

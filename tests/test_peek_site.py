@@ -57,7 +57,7 @@ def site(tmp_path_factory, corpus):
 def test_build_writes_a_self_contained_site(site):
     files = sorted(p.relative_to(site["dir"]).as_posix() for p in site["dir"].rglob("*") if p.is_file())
     assert set(PAGES) <= set(files)
-    assert {"kid.js", "rng.js", "site.js", "style.css", "data/peek.json", "data/weights.bin", "data/parity.json"} <= set(files)
+    assert {"kid.js", "rng.js", "site.js", "dom.js", "style.css", "data/peek.json", "data/weights.bin", "data/parity.json"} <= set(files)
     absolute = re.compile(r"""(?:src|href)\s*=\s*["']?(?:[a-z]+:)?/|(?:from|import|fetch\()[ \t]*["'](?:[a-z]+:)?/|url\(["']?(?:[a-z]+:)?//""")
     for name in files:
         if name.endswith((".html", ".js", ".css")):

@@ -414,7 +414,7 @@ def test_the_page_trains_to_the_end_and_fits_a_phone(browser, ladder_site):
 def test_build_writes_the_ladder_page(ladder_site):
     """peek build ships the page, its code and its data; the text is tinyshakespeare's first TAB_CHARS."""
     from peek.ladder_tab import TAB_CHARS
-    for name in ("ladder.html", "ladder.js", "train.js", "kid.js", "rng.js", "data/ladder.json", "data/ladder.txt",
+    for name in ("ladder.html", "ladder.js", "dom.js", "train.js", "kid.js", "rng.js", "data/ladder.json", "data/ladder.txt",
                  "data/ladder-init.bin"):
         assert (ladder_site / name).is_file(), name
     assert (ladder_site / "data" / "ladder.txt").read_text(encoding="utf-8") == \

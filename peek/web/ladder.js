@@ -8,37 +8,13 @@
 import * as train from "./train.js";
 import { generate } from "./kid.js";
 import { default_rng } from "./rng.js";
+import { $, el, fail, fetch_ok } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const CHUNK_MS = 40;                 // the longest the page goes without answering, give or take a step
 const DRAW_EVERY_MS = 100;           // while training, the status and chart are redrawn at most this often,
 const SAMPLE_EVERY_MS = 500;         // and the sample at most this often, and then only so that writing it
 const SAMPLE_SHARE = 0.1;            // takes at most this share of the time
 const PROMPT = "ROMEO:", SAMPLE_CHARS = 200;
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
-
-function fail(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = false;
-}
-
-async function fetch_ok(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);
-  return response;
-}
 
 // ------------------------------------------------------------------------------------------------
 // the state of the tab: one per rung, so that switching rungs keeps each one's progress.

@@ -8,27 +8,13 @@ import {
 } from "./kid.js";
 import { Lookahead, cached_run } from "./ahead.js";
 import { default_rng } from "./rng.js";
+import { $, el, fail, fetch_ok } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const SEED_MAX = 4294967295;            // numpy_gpt.machinery.cli.SEED_MAX
 const LENGTH_MAX = 10000;               // the playground's own limit; the CLI writes more
 
 // ------------------------------------------------------------------------------------------------
 // small helpers
-
-function el(tag, attrs = {}, ...children) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null) continue;
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
-
-const $ = (id) => document.getElementById(id);
 
 // a character as one visible glyph: newline and space would vanish (peek.analysis.show_char)
 const show_char = (c) => ({ "\n": "⏎", " ": "␣", "\t": "⇥" })[c] ?? c;
@@ -39,18 +25,6 @@ const quoted = (text) => `“${text.replace(/\n/g, "⏎")}”`;
 const fmt = (x, digits = 3) => (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits);   // no "-0.000"
 const pct = (x, digits = 0) => `${(100 * x).toFixed(digits)}%`;
 const thousands = (x) => Math.round(x).toLocaleString("en");
-
-function fail(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = false;
-}
-
-async function fetch_ok(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);
-  return response;
-}
 
 let kid_promise = null;
 // the kid's weights, loaded once a page needs them: {config, chars, params, and the files: manifest, buffer}
